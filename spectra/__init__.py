@@ -1,0 +1,46 @@
+"""spectra: spectral diagnostics of PyTorch models.
+
+Watch the eigenvalue spectrum of every weight matrix while a model trains, fit its heavy tail, see how
+optimizer updates line up with the weights' singular vectors, and get everything as tidy pandas tables.
+
+Heavy submodules (pandas, scipy, matplotlib) are imported lazily: ``import spectra`` costs little beyond torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "SpectraMonitor": "monitor",
+    "analyze": "analyze",
+    "Results": "results",
+    "Record": "results",
+    "compare_weightwatcher": "compat.weightwatcher",
+    "get_plugin_manager": "plugins",
+    "Analyzer": "analyzers.base",
+    "Measurement": "analyzers.base",
+    "every": "schedules",
+    "at": "schedules",
+    "logspaced": "schedules",
+}
+_SUBMODULES = ("functional", "plot", "experiments", "schedules", "layers", "plugins", "analyzers", "results")
+
+__all__ = sorted(["hookimpl", "__version__", *_EXPORTS, *_SUBMODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        mod = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        return getattr(mod, name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'spectra' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,5 @@
+"""Analyzers: thin classes over :mod:`spectra.functional`, registered as plugins."""
+
+from .base import Analyzer, Measurement
+
+__all__ = ["Analyzer", "Measurement"]

@@ -1,0 +1,78 @@
+"""The analyzer contract.
+
+An analyzer is a small class over :mod:`spectra.functional`. It declares which matrices it needs
+(``weight``, ``update``, ``grad``) so the monitor clones only those, optionally carries its own schedule, and
+turns one :class:`~spectra.snapshot.LayerState` into :class:`Measurement` values. It never sees the live
+parameters: the snapshot holds copies, and the decompositions in it are shared between analyzers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..schedules import Schedule
+    from ..snapshot import LayerState
+
+__all__ = ["Analyzer", "Measurement", "NEEDS"]
+
+NEEDS = frozenset({"weight", "update", "grad"})
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One value produced by an analyzer for one layer view (the monitor adds run/step/layer/view)."""
+
+    metric: str
+    value: float
+    matrix: str = "weight"
+    index: int | None = None
+    status: str = "ok"
+    message: str = ""
+
+
+class Analyzer:
+    """Base class for analyzers.
+
+    Subclasses set ``name`` (the registry key), ``needs`` (a subset of ``{"weight", "update", "grad"}``) and
+    implement :meth:`analyze`. Constructor keyword arguments are the analyzer's options; :meth:`config`
+    returns them for the results' ``attrs``.
+
+    Attributes:
+        name: registry name users pass in ``analyzers=``.
+        needs: the matrices this analyzer reads. Analyzers that need ``update`` or ``grad`` are not run at
+            step 0 (there is no update yet).
+        schedule: optional own schedule; when set, the analyzer runs on the steps it selects instead of the
+            monitor's schedule.
+    """
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset({"weight"})
+
+    def __init__(self, *, schedule: "Schedule | None" = None, **options: Any) -> None:
+        if options:
+            raise TypeError(
+                f"{type(self).__name__} got unknown option(s) {sorted(options)}; it accepts: "
+                f"{', '.join(self.option_names()) or 'none'}"
+            )
+        self.schedule = schedule
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Names of the keyword options the constructor accepts (for error messages)."""
+        import inspect
+
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p not in ("self", "options", "kwargs")]
+
+    def config(self) -> dict[str, Any]:
+        """The options in force, recorded in ``Results.attrs["analyzers"][name]``."""
+        return {}
+
+    def analyze(self, layer: "LayerState") -> Iterable[Measurement]:  # pragma: no cover - abstract
+        """Measure one layer view. Raise on failure: the caller turns exceptions into ``failed`` rows."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config()})"

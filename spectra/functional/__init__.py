@@ -1,0 +1,47 @@
+"""Pure maths: spectra, power-law fits, Marchenko–Pastur helpers, norm metrics and alignment.
+
+No hooks, no I/O. Inputs are torch tensors or numpy arrays; outputs are numpy float64 arrays, floats or
+frozen dataclasses. Submodules import lazily so ``import spectra`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "esd": "esd",
+    "esd_pooled": "esd",
+    "ESD_METHODS": "esd",
+    "fit_power_law": "powerlaw",
+    "TailFit": "powerlaw",
+    "FIT_METHODS": "powerlaw",
+    "hill_alpha": "powerlaw",
+    "norm_metrics": "norms",
+    "mp_edges": "mp",
+    "mp_sigma2": "mp",
+    "num_spikes": "mp",
+    "count_outliers": "mp",
+    "mp_softrank": "mp",
+    "mp_fit": "mp",
+    "MPFit": "mp",
+    "top_svd": "alignment",
+    "overlap_matrix": "alignment",
+    "subspace_fraction": "alignment",
+    "principal_angles": "alignment",
+    "frobenius_cosine": "alignment",
+    "stable_rank": "norms",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        mod = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        return getattr(mod, name)
+    raise AttributeError(f"module 'spectra.functional' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

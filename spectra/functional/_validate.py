@@ -1,0 +1,73 @@
+"""Input validation and conversion shared by the pure functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["as_matrix", "as_float64_vector"]
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+def as_matrix(W: Any, *, name: str = "W"):
+    """Validate a 2-D real matrix and return it as a float64 numpy array or a float64 CUDA tensor.
+
+    Args:
+        W: torch tensor (any float dtype, any device) or array-like.
+        name: name used in error messages.
+
+    Returns:
+        ``numpy.ndarray`` (float64) for CPU inputs, or a float64 ``torch.Tensor`` on the input's CUDA device.
+
+    Raises:
+        ValueError: the input is not 2-D, is empty, or holds NaN/Inf values (the message says how many).
+        TypeError: the dtype is not real floating point or integer.
+    """
+    if _is_torch_tensor(W):
+        import torch
+
+        t = W.detach()
+        if t.is_sparse or t.layout != torch.strided:
+            t = t.to_dense()
+        if t.is_complex():
+            raise TypeError(f"{name} has complex dtype {t.dtype}; spectra analyses real matrices only")
+        if t.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device and holds no values")
+        if t.dim() != 2:
+            raise ValueError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
+        if t.numel() == 0:
+            raise ValueError(f"{name} is empty, shape {tuple(t.shape)}")
+        if t.dtype == torch.bool:
+            t = t.to(torch.float64)
+        t = t.to(torch.float64)
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or Inf) out of {t.numel()}")
+        if t.device.type == "cuda":
+            return t
+        return t.cpu().numpy()
+    a = np.asarray(W)
+    if np.iscomplexobj(a):
+        raise TypeError(f"{name} has complex dtype {a.dtype}; spectra analyses real matrices only")
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name} has dtype {a.dtype}; expected a real floating-point or integer array")
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty, shape {a.shape}")
+    a = a.astype(np.float64, copy=False)
+    bad = int((~np.isfinite(a)).sum())
+    if bad:
+        raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or Inf) out of {a.size}")
+    return a
+
+
+def as_float64_vector(x: Any) -> np.ndarray:
+    """Return a 1-D float64 numpy copy of eigenvalues (torch or array-like), without validation of values."""
+    if _is_torch_tensor(x):
+        x = x.detach().to("cpu").double().numpy()
+    return np.asarray(x, dtype=np.float64).ravel()
