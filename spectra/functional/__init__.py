@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# ``esd`` is both a submodule and a function: import it eagerly so the function wins (numpy only, cheap)
+from .esd import ESD_METHODS, esd, esd_pooled  # noqa: E402
+
+_EAGER = ("esd", "esd_pooled", "ESD_METHODS")
 _EXPORTS = {
-    "esd": "esd",
-    "esd_pooled": "esd",
-    "ESD_METHODS": "esd",
     "fit_power_law": "powerlaw",
     "TailFit": "powerlaw",
     "FIT_METHODS": "powerlaw",
@@ -31,9 +32,13 @@ _EXPORTS = {
     "principal_angles": "alignment",
     "frobenius_cosine": "alignment",
     "stable_rank": "norms",
+    "matrix_rank": "norms",
+    "matrix_entropy": "norms",
+    "tracy_widom_scale": "mp",
+    "mp_median": "mp",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, *_EAGER])
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,229 @@
+"""The ``spectra`` command line.
+
+Subcommands: ``reproduce`` (the bundled paper reproduction, the main job), ``analyze``, ``compare-ww`` and
+``plugins``. Tables go to files (CSV/parquet) and a readable summary to stdout; nothing is overwritten
+without ``--force``; a ``PATH_OR_MODULE`` is only imported when written as ``module:callable``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser", "resolve_target"]
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+
+
+def resolve_target(spec: str) -> Any:
+    """A checkpoint path, or ``module:callable`` (imported and called only in that explicit form).
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: a ``module:callable`` that cannot be imported or does not return a model/state_dict.
+    """
+    path = Path(spec)
+    if path.exists():
+        return path
+    if ":" in spec and not spec.startswith(("/", ".")) and "\\" not in spec:
+        mod_name, _, attr = spec.partition(":")
+        try:
+            obj: Any = importlib.import_module(mod_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import {spec!r}: {exc}") from exc
+        return obj() if callable(obj) else obj
+    raise FileNotFoundError(f"no such file: {spec} (to build a model from code, pass module:callable)")
+
+
+def _check_out(path: Path | None, force: bool) -> None:
+    if path is not None and path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
+
+
+def _write_table(df_or_results: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(df_or_results, "to_parquet") and hasattr(df_or_results, "to_csv") and hasattr(df_or_results, "layers"):
+        (df_or_results.to_parquet if path.suffix == ".parquet" else df_or_results.to_csv)(path)
+        return
+    if path.suffix == ".parquet":
+        df_or_results.to_parquet(path, index=False)
+    else:
+        df_or_results.to_csv(path, index=False)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import spectra
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"--out must end in .parquet or .csv, got {out.name!r}")
+    _check_out(out, args.force)
+    target = resolve_target(args.target)
+    res = spectra.analyze(target, fit=args.fit, layers=args.layers, conv_slices=args.conv_slices,
+                          progress=None if not args.quiet else False)
+    wide = res.to_wide()
+    cols = [c for c in ("layer", "view", "N", "M", "alpha", "alpha_hill", "D", "n_tail", "lambda_max",
+                        "stable_rank", "num_spikes") if c in wide.columns]
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 200, "display.width", 160, "display.precision", 4):
+        _out(wide[cols].to_string(index=False) if len(wide) else "(no layers analyzed)")
+    skipped = res.layers[res.layers["skip_reason"].notna()]
+    if len(skipped):
+        _out(f"\n{len(skipped)} parameter(s) skipped: " + "; ".join(
+            f"{r.layer} ({r.skip_reason})" for r in skipped.head(10).itertuples()) + (" ..." if len(skipped) > 10 else ""))
+    failed = res.to_pandas().query("status == 'failed'")
+    if len(failed):
+        _out(f"{failed['layer'].nunique()} layer(s) failed: " + "; ".join(
+            f"{r.layer}: {r.message}" for r in failed.drop_duplicates('layer').head(5).itertuples()))
+    if out is not None:
+        _write_table(res, out)
+        _out(f"wrote {out}")
+    if args.plot:
+        from . import plot
+
+        pdir = Path(args.plot)
+        pdir.mkdir(parents=True, exist_ok=True)
+        if len(wide) and "alpha" in wide:
+            plot.plot_alpha_bars(res, path=pdir / "alpha_bars.png")
+            _out(f"wrote {pdir / 'alpha_bars.png'}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compat.weightwatcher import compare_weightwatcher, summarize_comparison
+
+    out = Path(args.out) if args.out else None
+    _check_out(out, args.force)
+    target = resolve_target(args.target)
+    if isinstance(target, Path):
+        from .checkpoints import load_state_dict
+
+        target = load_state_dict(target)
+    table = compare_weightwatcher(target, fit=args.fit)
+    import pandas as pd
+
+    with pd.option_context("display.width", 160, "display.precision", 3):
+        _out(summarize_comparison(table).to_string(index=False))
+    if out is not None:
+        _write_table(table, out)
+        _out(f"wrote {out}")
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import get_plugin_manager, plugin_summary
+
+    info = plugin_summary(get_plugin_manager())
+    _out("plugins:")
+    for name, kind in info["plugins"]:
+        _out(f"  {name}  ({kind})")
+    _out("analyzers:")
+    for name, plugin in info["analyzers"]:
+        _out(f"  {name}  [from {plugin}]")
+    _out("experiments:")
+    for name, plugin in info["experiments"]:
+        _out(f"  {name}  [from {plugin}]")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from . import experiments
+
+    preset = args.preset
+    if args.quick:
+        preset = "quick"
+    if args.full:
+        preset = "paper"
+    overrides: dict[str, Any] = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    for key in ("seed", "repeats", "device"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    out = Path(args.out) if args.out else Path(f"spectra-out-{preset}")
+    report = experiments.run(args.experiment, preset=preset, out=out, force=args.force,
+                             progress=None if not args.quiet else False, **overrides)
+    claims = getattr(report, "claims", None)
+    if claims is not None and len(claims):
+        import pandas as pd
+
+        cols = [c for c in ("claim", "verdict", "measured", "tolerance") if c in claims.columns]
+        with pd.option_context("display.max_colwidth", 90, "display.width", 200):
+            _out(claims[cols].to_string(index=False))
+    _out(f"report: {Path(out) / 'report.md'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(prog="spectra", description="Spectral diagnostics of PyTorch models.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("reproduce", help="run the bundled paper reproduction (default preset: quick)")
+    r.add_argument("--experiment", default="twolayer", help="registered experiment (default: twolayer)")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--preset", default="quick", help="preset name (quick, paper, one-step, schedule, overlaps, "
+                   "losses, weightnorm, tiny)")
+    g.add_argument("--quick", action="store_true", help="the quick preset (default)")
+    g.add_argument("--full", action="store_true", help="the paper preset (full configuration)")
+    r.add_argument("--out", help="output directory (default: spectra-out-PRESET)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--repeats", type=int)
+    r.add_argument("--device", choices=("cpu", "cuda"))
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value (repeatable)")
+    r.add_argument("--force", action="store_true", help="write into an existing, non-empty output directory")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_cmd_reproduce)
+
+    a = sub.add_parser("analyze", help="analyze a checkpoint/state_dict or module:callable")
+    a.add_argument("target", metavar="PATH_OR_MODULE")
+    a.add_argument("--out", help="write the tidy table (.parquet or .csv)")
+    a.add_argument("--plot", metavar="DIR", help="write PNG figures to DIR")
+    a.add_argument("--fit", default="csn", choices=("csn", "ww", "hill"))
+    a.add_argument("--layers", help="glob of layer names to analyze")
+    a.add_argument("--conv-slices", default="pooled", choices=("pooled", "separate"))
+    a.add_argument("--force", action="store_true", help="overwrite --out")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=_cmd_analyze)
+
+    c = sub.add_parser("compare-ww", help="cross-check against WeightWatcher 0.7.7, layer by layer")
+    c.add_argument("target", metavar="PATH_OR_MODULE")
+    c.add_argument("--out", help="write the full table (.csv or .parquet)")
+    c.add_argument("--fit", default="ww", choices=("csn", "ww", "hill"))
+    c.add_argument("--force", action="store_true")
+    c.set_defaults(func=_cmd_compare)
+
+    pl = sub.add_parser("plugins", help="list plugins, analyzers and experiments")
+    pl.set_defaults(func=_cmd_plugins)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spectra`` console script. Returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError, ImportError, RuntimeError) as exc:
+        sys.stderr.write(f"spectra {args.command}: error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,259 @@
+"""Singular-vector alignment between weights, updates and gradients.
+
+Pure float64 numpy/scipy maths used by the ``alignment`` analyzer (PAPER §5.8, claim 9):
+
+* :func:`top_svd`: the top-k singular triplets of a matrix, descending, with a deterministic sign.
+* :func:`overlap_matrix`: squared overlaps (U_aᵀU_b)² between two sets of singular vectors.
+* :func:`subspace_fraction`: the share of ‖ΔW‖²_F inside W's top-k singular subspaces.
+* :func:`principal_angles`: principal angles between two column spans, ascending.
+* :func:`frobenius_cosine`: ⟨A, B⟩_F / (‖A‖_F ‖B‖_F).
+
+How :func:`top_svd` picks its method (measured with ``OPENBLAS_NUM_THREADS=1`` on the project's 2-core AMD
+CPU, k = 10, Gaussian matrices; all methods agreed with the full SVD to ≤ 3e-15 on σ/σ₁ and on |u_iᵀû_i|):
+
+=============  ===========  ===================  ===============
+shape          full gesdd   Gram eigh + RR (k)   ARPACK ``svds``
+=============  ===========  ===================  ===============
+200 × 300          6 ms              2 ms               4 ms
+500 × 750         75 ms             14 ms              21 ms
+1000 × 1500      499 ms             83 ms             104 ms
+768 × 3072       569 ms             64 ms             168 ms
+=============  ===========  ===================  ===============
+
+The Gram route grows slowly with k (500 × 750: 14 ms at k = 1, 24 ms at k = 50; 1000 × 1500: 83 → 103 ms) and
+stays below the full SVD up to ``k = SVD_FULL_FRACTION · min(N, M)``. PROPACK (``svds(solver="propack")``)
+failed to converge on plain Gaussian matrices, and randomized/block subspace iteration needs many iterations
+for the small relative gaps of Marchenko–Pastur spectra, so neither is used.
+
+The truncated method ("Gram eigh + Rayleigh–Ritz"): form the smaller Gram matrix G (AAᵀ or AᵀA), take its top k
+eigenvectors with LAPACK ``syevr`` (``scipy.linalg.eigh(subset_by_index=..., driver="evr")``), project A onto
+that k-dimensional subspace and take the thin SVD of the small k × M (or N × k) projection. The projection step
+makes U and V exactly orthonormal and consistent with each other, so no division by small σ occurs. Its error
+on the subspace is about ``eps·σ₁² / (σ_k² − σ_{k+1}²)``, i.e. ~1e-13 or better for well-separated spectra. When
+σ_k² < :data:`GRAM_RCOND` · σ₁² (rank-deficient or nearly low-rank matrices, e.g. the rank-B update of a batch-B
+SGD step), rounding in G would show in the small singular values, so the full SVD is used instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..snapshot import SVD_FULL_FRACTION
+from ._validate import as_matrix
+
+__all__ = [
+    "top_svd",
+    "overlap_matrix",
+    "subspace_fraction",
+    "principal_angles",
+    "frobenius_cosine",
+    "GRAM_RCOND",
+    "SVD_FULL_FRACTION",
+]
+
+# the truncated (Gram) route is abandoned for the full SVD when σ_k² < GRAM_RCOND · σ₁²
+GRAM_RCOND = 1e-6
+
+
+def _as_host_matrix(A: Any, name: str) -> np.ndarray:
+    """Validated float64 numpy copy (CUDA tensors are copied to the host)."""
+    M = as_matrix(A, name=name)
+    if not isinstance(M, np.ndarray):  # float64 CUDA tensor
+        M = M.cpu().numpy()
+    return M
+
+
+def _fix_signs(U: np.ndarray, Vh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Make each u_i's entry of largest magnitude positive (first one on ties); flip v_i with it."""
+    if U.shape[1] == 0:
+        return U, Vh
+    idx = np.argmax(np.abs(U), axis=0)
+    signs = np.sign(U[idx, np.arange(U.shape[1])])
+    signs[signs == 0] = 1.0
+    return U * signs, Vh * signs[:, None]
+
+
+def _full_svd(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from scipy.linalg import svd
+
+    try:
+        U, S, Vh = svd(A, full_matrices=False, lapack_driver="gesdd", check_finite=False)
+    except np.linalg.LinAlgError:  # gesdd occasionally fails to converge; gesvd is slower but more robust
+        U, S, Vh = svd(A, full_matrices=False, lapack_driver="gesvd", check_finite=False)
+    return U, S, Vh
+
+
+def _gram_top_svd(A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Top-k triplets by Gram eigh + Rayleigh–Ritz; ``None`` when the Gram route would be inaccurate."""
+    from scipy.linalg import eigh, svd
+
+    N, M = A.shape
+    n = min(N, M)
+    left = N <= M  # eigenvectors of AAᵀ are left singular vectors
+    G = A @ A.T if left else A.T @ A
+    lam, Q = eigh(G, subset_by_index=[n - k, n - 1], driver="evr", check_finite=False, overwrite_a=True)
+    lam_max = lam[-1]
+    if not lam_max > 0 or lam[0] < GRAM_RCOND * lam_max:
+        return None
+    if left:
+        B = Q.T @ A  # k × M, singular values = those of A on the subspace
+        W, S, Vh = svd(B, full_matrices=False, lapack_driver="gesdd", check_finite=False)
+        U = Q @ W
+    else:
+        B = A @ Q  # N × k
+        U, S, Zh = svd(B, full_matrices=False, lapack_driver="gesdd", check_finite=False)
+        Vh = Zh @ Q.T
+    return U, S, Vh
+
+
+def top_svd(A: Any, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Top-``k`` singular triplets of a matrix, singular values descending.
+
+    Args:
+        A: a 2-D torch tensor (any float dtype, any device) or array-like. CUDA tensors are copied to the host.
+        k: number of triplets; ``None`` for all of them. A ``k`` above min(N, M) is clamped to it.
+
+    Returns:
+        ``(U, S, Vh, is_full)`` as float64 numpy: ``U`` is N × k, ``S`` has k values (descending), ``Vh`` is
+        k × M, so that ``A ≈ U @ diag(S) @ Vh``; ``is_full`` is True when every singular value was computed
+        (then k = min(N, M)). Signs are deterministic: each column of ``U`` has its entry of largest magnitude
+        positive, and the matching row of ``Vh`` is flipped with it.
+
+    The method: the full thin SVD (LAPACK ``gesdd``) when ``k`` is None or ``k > SVD_FULL_FRACTION·min(N, M)``
+    or the matrix is rank-deficient at k; otherwise the smaller Gram matrix's top-k eigenvectors followed by a
+    Rayleigh–Ritz projection (see the module docstring for the measurements behind the choice). Both are
+    deterministic (no random start).
+
+    Raises:
+        ValueError: ``A`` is not 2-D, empty or non-finite, or ``k`` is not a positive integer.
+        TypeError: ``A`` is complex or not numeric.
+    """
+    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+        raise ValueError(f"k must be a positive integer or None, got {k!r}")
+    X = _as_host_matrix(A, "A")
+    n = min(X.shape)
+    res = None
+    if k is not None and k < n and k <= SVD_FULL_FRACTION * n:
+        res = _gram_top_svd(X, int(k))
+    if res is None:
+        U, S, Vh = _full_svd(X)
+        full = True
+        if k is not None and k < n:
+            U, S, Vh = U[:, :k], S[:k], Vh[:k]
+            full = False
+    else:
+        U, S, Vh = res
+        full = False
+    U, Vh = _fix_signs(np.ascontiguousarray(U), np.ascontiguousarray(Vh))
+    return U, S, Vh, full
+
+
+def overlap_matrix(U_a: Any, U_b: Any) -> np.ndarray:
+    """Squared overlaps O[i, j] = (a_iᵀ b_j)² between the columns of two matrices.
+
+    Args:
+        U_a: N × k_a matrix of (unit) column vectors, e.g. the left singular vectors of W.
+        U_b: N × k_b matrix of (unit) column vectors, e.g. the left singular vectors of ΔW.
+
+    Returns:
+        k_a × k_b float64 array. For orthonormal inputs each entry lies in [0, 1] and each row and column sums
+        to at most 1. Squaring makes it independent of the singular vectors' sign.
+
+    Raises:
+        ValueError: the inputs are not 2-D or their row counts differ.
+    """
+    a = _as_host_matrix(U_a, "U_a")
+    b = _as_host_matrix(U_b, "U_b")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"U_a and U_b must have the same number of rows, got {a.shape} and {b.shape}")
+    return (a.T @ b) ** 2
+
+
+def subspace_fraction(dW: Any, U_k: Any, V_k: Any) -> float:
+    """Fraction of ΔW's squared Frobenius norm inside the subspaces spanned by U_k (left) and V_k (right).
+
+    ‖U_kᵀ ΔW V_k‖²_F / ‖ΔW‖²_F, in [0, 1] for orthonormal U_k and V_k.
+
+    Args:
+        dW: N × M matrix (the update ΔW or a gradient).
+        U_k: N × k orthonormal columns (W's top-k left singular vectors).
+        V_k: M × k orthonormal columns (W's top-k right singular vectors; pass ``Vh[:k].T``).
+
+    Returns:
+        The fraction as a float; ``nan`` when ΔW is zero (callers report that as a skipped measurement).
+
+    Raises:
+        ValueError: shapes do not match.
+    """
+    D = _as_host_matrix(dW, "dW")
+    U = _as_host_matrix(U_k, "U_k")
+    V = _as_host_matrix(V_k, "V_k")
+    if U.shape[0] != D.shape[0] or V.shape[0] != D.shape[1]:
+        raise ValueError(
+            f"shapes do not match: dW is {D.shape}, U_k is {U.shape} (needs {D.shape[0]} rows), "
+            f"V_k is {V.shape} (needs {D.shape[1]} rows)"
+        )
+    total = float(np.sum(D * D))
+    if total == 0.0:
+        return float("nan")
+    P = U.T @ D @ V
+    return float(np.sum(P * P)) / total
+
+
+def principal_angles(U_a: Any, U_b: Any) -> np.ndarray:
+    """Principal angles between the column spans of two orthonormal matrices, ascending, in radians.
+
+    Same values as :func:`scipy.linalg.subspace_angles` (which returns them descending and orthonormalises its
+    inputs first), here for inputs that are already orthonormal: the cosines are the singular values of
+    U_aᵀU_b; angles below π/4 are taken from the sines (singular values of the residual
+    U_b − U_a U_aᵀU_b), which keeps small angles accurate where ``arccos`` would lose them.
+
+    Args:
+        U_a: N × k_a orthonormal columns.
+        U_b: N × k_b orthonormal columns.
+
+    Returns:
+        min(k_a, k_b) angles in [0, π/2], ascending.
+
+    Raises:
+        ValueError: the row counts differ.
+    """
+    from scipy.linalg import svdvals
+
+    a = _as_host_matrix(U_a, "U_a")
+    b = _as_host_matrix(U_b, "U_b")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"U_a and U_b must have the same number of rows, got {a.shape} and {b.shape}")
+    if a.shape[1] < b.shape[1]:
+        a, b = b, a  # angles are symmetric; the residual formula needs k_a ≥ k_b
+    C = a.T @ b
+    cos = np.clip(svdvals(C, check_finite=False), 0.0, 1.0)  # descending → angles ascending
+    theta = np.arccos(cos)
+    small = cos**2 >= 0.5
+    if small.any():
+        sin = np.clip(svdvals(b - a @ C, check_finite=False), 0.0, 1.0)[::-1]  # ascending sines
+        theta = np.where(small, np.arcsin(sin), theta)
+    return np.sort(theta)
+
+
+def frobenius_cosine(A: Any, B: Any) -> float:
+    """Cosine similarity ⟨A, B⟩_F / (‖A‖_F ‖B‖_F) of two same-shape matrices.
+
+    Returns:
+        A float in [−1, 1]; ``nan`` when either matrix is zero. For plain gradient descent, ΔW = −ηG, so
+        cos(ΔW, G) = −1.
+
+    Raises:
+        ValueError: the shapes differ.
+    """
+    a = _as_host_matrix(A, "A")
+    b = _as_host_matrix(B, "B")
+    if a.shape != b.shape:
+        raise ValueError(f"A and B must have the same shape, got {a.shape} and {b.shape}")
+    na = float(np.linalg.norm(a))
+    nb = float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return float("nan")
+    return float(np.clip(np.vdot(a, b) / (na * nb), -1.0, 1.0))

@@ -1,0 +1,112 @@
+"""The built-in streaming sink: records go to disk as they are made.
+
+Layout of a ``log_dir``::
+
+    log_dir/
+      meta.json                      conventions (attrs) and the layers table, written at attach
+      records/step-00000010-<id>.parquet   one file per analyzed step and run, written atomically
+
+Each part is written to a temporary name and renamed into place (``os.replace`` is atomic on POSIX), so a
+kill at any moment leaves either the whole part or none. A part that is nevertheless unreadable (a disk
+fault, a copy interrupted by hand) is skipped with a warning by :func:`read_log_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from .hookspecs import hookimpl
+
+__all__ = ["StreamingSink", "write_part", "write_meta", "read_log_dir", "PART_GLOB"]
+
+PART_GLOB = "step-*.parquet"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_part(log_dir: Path, records: Sequence[Any], step: int, run: str) -> Path | None:
+    """Write one batch of records as a parquet part; returns its path (None for an empty batch)."""
+    if not records:
+        return None
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .results import _records_frame
+
+    df = _records_frame(records)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
+    parts = Path(log_dir) / "records"
+    parts.mkdir(parents=True, exist_ok=True)
+    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(run))[:64]
+    path = parts / f"step-{int(step):08d}-{safe_run}-{uuid.uuid4().hex[:8]}.parquet"
+    _atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def write_meta(log_dir: Path, attrs: dict[str, Any], layers_frame: Any) -> Path:
+    """Write (atomically) the run's conventions and layers table beside the parts."""
+    from .results import _jsonable
+
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"attrs": _jsonable(attrs), "layers": json.loads(layers_frame.to_json(orient="records"))}
+    path = log_dir / "meta.json"
+    _atomic_write_bytes(path, json.dumps(meta, indent=1).encode())
+    return path
+
+
+def read_log_dir(log_dir: Path):
+    """Reload a whole run from a ``log_dir``; unreadable parts are skipped with a warning."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from .results import Results, _layers_frame
+
+    log_dir = Path(log_dir)
+    attrs: dict[str, Any] = {}
+    layers: list = []
+    meta_path = log_dir / "meta.json"
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            attrs, layers = meta.get("attrs", {}), meta.get("layers", [])
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"ignoring unreadable {meta_path}: {exc}", RuntimeWarning, stacklevel=2)
+    frames = []
+    for part in sorted((log_dir / "records").glob(PART_GLOB)):
+        try:
+            frames.append(pq.read_table(part).to_pandas())
+        except Exception as exc:  # a truncated or corrupt file: skip it, keep the rest
+            warnings.warn(f"skipping unreadable results part {part.name}: {exc}", RuntimeWarning, stacklevel=2)
+    if frames:
+        df = pd.concat(frames, ignore_index=True)
+        df = df.sort_values(["run", "step"], kind="stable").reset_index(drop=True)
+    else:
+        from .results import _records_frame
+
+        df = _records_frame([])
+    return Results.from_pandas(df, layers=_layers_frame(layers), attrs=attrs)
+
+
+class StreamingSink:
+    """Built-in plugin: stream every batch of records to ``log_dir`` when the monitor has one."""
+
+    @hookimpl
+    def spectra_log_records(self, records: Sequence[Any], step: int, run: str, log_dir: Any) -> None:
+        if log_dir is not None:
+            write_part(Path(log_dir), records, step, run)
