@@ -194,7 +194,7 @@ def _split_rows(t: Any, names: Sequence[str]) -> list[MatrixView] | None:
     if t.dim() != 2 or t.shape[0] % g:
         return None
     h = t.shape[0] // g
-    return [MatrixView(n, t[(g-1-i) * h : (g - i) * h]) for i, n in enumerate(names)]
+    return [MatrixView(n, t[i * h : (i + 1) * h]) for i, n in enumerate(names)]
 
 
 def _conv_views(t: Any, mode: str) -> list[MatrixView]:

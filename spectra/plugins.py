@@ -101,7 +101,10 @@ def get_plugin_manager(
             pm.register(obj)
         except Exception as exc:
             raise PluginError(f"plugin {obj!r} failed to register: {exc}") from exc
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin failed validation: {exc}") from exc
     return pm
 
 

@@ -466,3 +466,35 @@ def test_model_is_never_modified(pm):
         assert a.numpy().tobytes() == b.numpy().tobytes(), k
     assert flags == {n: (p.requires_grad, p.device, p.dtype, id(p)) for n, p in m.named_parameters()}
     assert all(p.grad is None for p in m.parameters())
+
+
+def test_tied_meta_parameters(pm):
+    m = nn.ModuleDict({"emb": nn.Embedding(30, 8, device="meta"), "head": nn.Linear(8, 30, bias=False, device="meta")})
+    m["head"].weight = m["emb"].weight
+    e = by_layer(discover_layers(m, hook=pm.hook))
+    assert e["emb"].skip_reason == "meta device (no values)" and e["head"].skip_reason == "tied to emb"
+
+
+@pytest.mark.slow
+def test_conv_views_match_weightwatcher(pm):
+    """Pooled and per-slice Conv2d eigenvalues agree with WeightWatcher 0.7.7 itself (independent code)."""
+    ww = pytest.importorskip("weightwatcher")
+    import logging
+
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    torch.manual_seed(5)
+    m = nn.Sequential(nn.Conv2d(7, 12, (3, 3)), nn.ReLU(), nn.Conv2d(12, 16, (3, 2)))
+    watcher = ww.WeightWatcher(model=m)
+    pooled = watcher.analyze(layers=[3], plot=False)
+    sliced = watcher.analyze(layers=[3], plot=False, pool=False)
+    ww_esd = np.sort(np.asarray(watcher.get_ESD(layer=3), dtype=np.float64))  # unscaled σ² of every slice
+
+    (v,) = by_layer(discover_layers(m, hook=pm.hook))["2"].views()
+    ours = esd_pooled(v.tensor, scale=v.eig_scale)
+    assert len(ours) == int(pooled["num_evals"].iloc[0])
+    np.testing.assert_allclose(ours, 0.5 * ww_esd, rtol=1e-5)
+    np.testing.assert_allclose(ours[-1], pooled["lambda_max"].iloc[0], rtol=1e-5)
+
+    views = by_layer(discover_layers(m, hook=make_pm(conv_slices="separate").hook))["2"].views()
+    ours_max = np.sort([esd(s.tensor)[-1] * s.eig_scale for s in views])
+    np.testing.assert_allclose(ours_max, np.sort(sliced["lambda_max"].to_numpy(dtype=float)), rtol=1e-5)

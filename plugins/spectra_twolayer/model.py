@@ -22,10 +22,9 @@ class Student(nn.Module):
         super().__init__()
         h, d = W0.shape
         self.d, self.h = d, h
-        self.W = nn.Linear(d, h, bias=False)
+        self.W = nn.Linear(d, h, bias=False, dtype=dtype)
         with torch.no_grad():
             self.W.weight.copy_(torch.as_tensor(W0, dtype=dtype))
-        self.W.to(dtype)
         self.register_buffer("a", torch.as_tensor(a, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,8 @@ class AlignmentAnalyzer(Analyzer):
         self.k = int(k)
         self.grad = bool(grad)
         self.overlaps = bool(overlaps)
+        # without gradient metrics the monitor need not copy gradients
+        self.needs = frozenset({"weight", "update", "grad"} if self.grad else {"weight", "update"})
 
     def config(self) -> dict[str, Any]:
         """The options in force (``k`` is the requested value; the per-layer effective k is a ``k`` row)."""

@@ -28,8 +28,8 @@ for the small relative gaps of Marchenko–Pastur spectra, so neither is used.
 The truncated method ("Gram eigh + Rayleigh–Ritz"): form the smaller Gram matrix G (AAᵀ or AᵀA), take its top k
 eigenvectors with LAPACK ``syevr`` (``scipy.linalg.eigh(subset_by_index=..., driver="evr")``), project A onto
 that k-dimensional subspace and take the thin SVD of the small k × M (or N × k) projection. The projection step
-makes U and V exactly orthonormal and consistent with each other, so no division by small σ occurs. Its error
-on the subspace is about ``eps·σ₁² / (σ_k² − σ_{k+1}²)``, i.e. ~1e-13 or better for well-separated spectra. When
+makes U and V exactly orthonormal and consistent with each other, so no division by small σ occurs. Its
+error on the subspace is about ``eps·σ₁² / (σ_k² − σ_{k+1}²)``, i.e. ~1e-13 or better for well-separated spectra. When
 σ_k² < :data:`GRAM_RCOND` · σ₁² (rank-deficient or nearly low-rank matrices, e.g. the rank-B update of a batch-B
 SGD step), rounding in G would show in the small singular values, so the full SVD is used instead.
 """

@@ -1,0 +1,268 @@
+"""The two-layer plugin's data model, student, optimizer steps, config and metrics against direct formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+from spectra.snapshot import LayerState
+from spectra_twolayer import config as C
+from spectra_twolayer.data import make_problem, odd_floor, rng, softplus
+from spectra_twolayer.metrics import ReadoutAnalyzer, TeacherSimAnalyzer, kta, readout_metrics, ridge_readout
+from spectra_twolayer.model import Student, normalize_weight_
+from spectra_twolayer.sweeps import build_runs
+from spectra_twolayer.train import make_optimizer
+
+
+def _problem(**kw):
+    args = dict(d=20, h=30, n=50, n_test=40, label_noise=0.3, seed=3, teacher_key=("r", 0), init_key=("r", 0),
+                data_key=("r", 0))
+    args.update(kw)
+    return make_problem(**args)
+
+
+# ------------------------------------------------------------------------------------------ data
+def test_rng_is_deterministic_and_keyed():
+    assert np.array_equal(rng(1, "a", 2).standard_normal(5), rng(1, "a", 2).standard_normal(5))
+    assert not np.array_equal(rng(1, "a", 2).standard_normal(5), rng(1, "a", 3).standard_normal(5))
+    assert not np.array_equal(rng(1, "a").standard_normal(5), rng(2, "a").standard_normal(5))
+    assert not np.array_equal(rng(1, 0.3).standard_normal(5), rng(1, 0.5).standard_normal(5))
+
+
+def test_problem_draws_match_the_data_model():
+    p = _problem()
+    assert p.beta.shape == (20,) and math.isclose(np.linalg.norm(p.beta), 1.0, rel_tol=1e-12)
+    assert p.W0.shape == (30, 20) and p.a.shape == (30,)
+    for ds, n in ((p.train, 50), (p.probe, 50), (p.test, 40)):
+        assert ds.X.shape == (n, 20)
+        resid = ds.y - np.log1p(np.exp(ds.X @ p.beta))
+        # the residual is the label noise: mean ~0, std ~0.3 (loose, n is small)
+        assert abs(resid.std() - 0.3) < 0.12
+    # train, probe and test are independent draws
+    assert not np.allclose(p.train.X[:40], p.test.X)
+    assert not np.allclose(p.train.X, p.probe.X)
+
+
+def test_pairing_keys_control_sharing():
+    a, b = _problem(), _problem()
+    for f in ("beta", "W0", "a"):
+        assert np.array_equal(getattr(a, f), getattr(b, f))
+    assert np.array_equal(a.train.y, b.train.y)
+    c = _problem(data_key=("r", 1))
+    assert np.array_equal(a.beta, c.beta) and np.array_equal(a.W0, c.W0)
+    assert not np.allclose(a.train.X, c.train.X)
+    e = _problem(teacher_key=("r", 1))
+    assert not np.allclose(a.beta, e.beta) and np.array_equal(a.W0, e.W0)
+
+
+def test_softplus_matches_torch():
+    z = np.linspace(-30, 30, 101)
+    assert np.allclose(softplus(z), torch.nn.functional.softplus(torch.as_tensor(z)).numpy(), atol=1e-8)
+
+
+def test_odd_floor_against_quadrature():
+    even_sq = integrate.quad(lambda z: np.log(2 * np.cosh(z / 2)) ** 2 * np.exp(-z * z / 2) / np.sqrt(2 * np.pi),
+                             -30, 30, limit=200)[0]
+    assert math.isclose(odd_floor(0.3), even_sq + 0.09, rel_tol=1e-8)
+    assert 0.755 < odd_floor(0.3) < 0.767  # PAPER §3: 0.671 + 0.09 = 0.761
+
+
+# ------------------------------------------------------------------------------------------ model and steps
+def test_student_forward_and_gradient_match_formulas():
+    p = _problem()
+    m = Student(p.W0, p.a, dtype=torch.float64)
+    X, y = torch.as_tensor(p.train.X), torch.as_tensor(p.train.y)
+    d, h, n = 20, 30, 50
+    P = p.train.X @ p.W0.T / np.sqrt(d)
+    A = np.tanh(P)
+    f = A @ p.a / np.sqrt(h)
+    assert np.allclose(m(X).detach().numpy(), f, rtol=0, atol=1e-12)
+    loss = torch.mean((m(X) - y) ** 2)
+    loss.backward()
+    r = f - p.train.y
+    G = (1 / np.sqrt(d)) * ((2 / n) * np.outer(r, p.a / np.sqrt(h)) * (1 - A**2)).T @ p.train.X
+    assert np.allclose(m.W.weight.grad.numpy(), G, rtol=0, atol=1e-12)
+    assert [n for n, q in m.named_parameters()] == ["W.weight"]  # the second layer is frozen
+
+
+def _one_step(opt_name: str, lr: float):
+    p = _problem(d=40, h=60, n=100)
+    m = Student(p.W0, p.a)
+    opt = make_optimizer(opt_name, m.W.parameters(), lr)
+    X = torch.as_tensor(p.train.X, dtype=torch.float32)
+    y = torch.as_tensor(p.train.y, dtype=torch.float32)
+    W0 = m.W.weight.detach().clone()
+    loss = torch.mean((m(X) - y) ** 2)
+    loss.backward()
+    g = m.W.weight.grad.detach().clone()
+    opt.step()
+    return m.W.weight.detach() - W0, g
+
+
+def test_adam_first_step_is_minus_lr_sign_grad():
+    lr = 0.3
+    dW, g = _one_step("adam", lr)
+    # exactly -lr * g / (|g| + eps) (torch Adam defaults, bias-corrected first step) ...
+    assert torch.allclose(dW, -lr * g / (g.abs() + 1e-8), rtol=1e-4, atol=1e-6)
+    # ... which is -lr * sign(g) wherever |g| >> eps (all but a vanishing fraction of entries)
+    big = g.abs() > 1e-5
+    assert big.float().mean() > 0.99
+    assert torch.allclose(dW[big], -lr * torch.sign(g[big]), rtol=0, atol=lr * 1e-3)
+    # and GD is exactly -lr * g
+    dW, g = _one_step("gd", 5.0)
+    assert torch.allclose(dW, -5.0 * g, atol=1e-5)
+
+
+def test_weight_normalization_restores_frobenius_norm():
+    W = torch.randn(30, 20) * 7.0
+    normalize_weight_(W)
+    assert math.isclose(float(torch.linalg.norm(W)), math.sqrt(600), rel_tol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_ridge_matches_augmented_least_squares():
+    g = np.random.default_rng(0)
+    Z, y = g.standard_normal((80, 30)) * 0.1, g.standard_normal(80)
+    lam = 0.05
+    n, h = Z.shape
+    ref = np.linalg.lstsq(np.vstack([Z, np.sqrt(lam * n / h) * np.eye(h)]), np.concatenate([y, np.zeros(h)]),
+                          rcond=None)[0]
+    got = ridge_readout(torch.as_tensor(Z), torch.as_tensor(y), lam).numpy()
+    assert np.allclose(got, ref, atol=1e-10)
+    # λ = 0 with more features than samples falls back to least squares without crashing
+    got0 = ridge_readout(torch.as_tensor(Z[:10]), torch.as_tensor(y[:10]), 0.0).numpy()
+    assert np.allclose(Z[:10] @ got0, y[:10], atol=1e-6)
+
+
+def test_kta_matches_kernel_definition():
+    g = np.random.default_rng(1)
+    Z, y = g.standard_normal((25, 7)), g.standard_normal(25) + 1.0
+    K, Ky = Z @ Z.T, np.outer(y, y)
+    ref = np.sum(K * Ky) / (np.linalg.norm(K) * np.linalg.norm(Ky))
+    assert math.isclose(kta(torch.as_tensor(Z), torch.as_tensor(y)), ref, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("scale", ["repo", "model"])
+def test_readout_metrics_against_closed_form(scale):
+    p = _problem()
+    W = p.W0 * 1.7
+    s = 20.0 if scale == "repo" else math.sqrt(20.0)
+    Z = np.tanh(p.probe.X @ W.T / s) / np.sqrt(30)
+    a = np.linalg.solve(Z.T @ Z + (0.01 / 30) * 50 * np.eye(30), Z.T @ p.probe.y)
+    Zt = np.tanh(p.test.X @ W.T / s) / np.sqrt(30)
+    ref = {"train_loss": np.mean((Z @ a - p.probe.y) ** 2), "test_loss": np.mean((Zt @ a - p.test.y) ** 2),
+           "kta": np.linalg.norm(Z.T @ p.probe.y) ** 2 / (np.linalg.norm(Z.T @ Z) * p.probe.y @ p.probe.y)}
+    T = {k: torch.as_tensor(v) for k, v in dict(Xp=p.probe.X, yp=p.probe.y, Xt=p.test.X, yt=p.test.y).items()}
+    got = readout_metrics(torch.as_tensor(W), T["Xp"], T["yp"], T["Xt"], T["yt"], reg_lambda=0.01, s=s)
+    for k in ref:
+        assert math.isclose(got[k], ref[k], rel_tol=1e-9), k
+    an = ReadoutAnalyzer(X_probe=p.probe.X, y_probe=p.probe.y, X_test=p.test.X, y_test=p.test.y,
+                         reg_lambda=0.01, feature_scale=scale)
+    rows = {m.metric: m.value for m in an.analyze(LayerState("W", "W", 0, {"weight": torch.as_tensor(W, dtype=torch.float32)}))}
+    for k in ref:
+        assert math.isclose(rows[k], ref[k], rel_tol=1e-5), k
+
+
+def test_readout_guards_nonfinite_weights():
+    p = _problem()
+    an = ReadoutAnalyzer(X_probe=p.probe.X, y_probe=p.probe.y, X_test=p.test.X, y_test=p.test.y)
+    W = torch.as_tensor(p.W0, dtype=torch.float32)
+    W[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="non-finite"):
+        list(an.analyze(LayerState("W", "W", 1, {"weight": W})))
+    # huge but finite weights (degenerate Adam runs) still give finite losses
+    rows = {m.metric: m.value for m in an.analyze(LayerState("W", "W", 1, {"weight": torch.as_tensor(p.W0 * 1e8)}))}
+    assert all(math.isfinite(v) for v in rows.values())
+    # without data the analyzer emits skipped rows instead of failing
+    assert {m.status for m in ReadoutAnalyzer().analyze(LayerState("W", "W", 0, {"weight": W}))} == {"skipped"}
+
+
+def test_sim_is_top_right_singular_vector_overlap():
+    g = np.random.default_rng(2)
+    d, h = 20, 30
+    beta = g.standard_normal(d)
+    beta /= np.linalg.norm(beta)
+    W = g.standard_normal((h, d)) + 6.0 * np.outer(g.standard_normal(h), beta)  # a spike along β*
+    v1 = np.linalg.svd(W)[2][0]
+    (m,) = list(TeacherSimAnalyzer(beta=beta, k=3).analyze(LayerState("W", "W", 0, {"weight": torch.as_tensor(W)})))
+    assert m.metric == "sim" and math.isclose(m.value, abs(v1 @ beta), rel_tol=1e-9)
+    assert m.value > 0.9
+    (m0,) = list(TeacherSimAnalyzer(beta=beta).analyze(LayerState("W", "W", 0, {"weight": torch.as_tensor(W[:, ::-1].copy())})))
+    assert m0.value < m.value
+
+
+# ------------------------------------------------------------------------------------------ config and sweeps
+@pytest.mark.parametrize("preset", C.PRESETS)
+def test_every_preset_builds(preset):
+    cfg = C.make_config(preset)
+    runs = build_runs(cfg)
+    assert runs and len({r.name for r in runs}) == len(runs)
+
+
+def test_scales_and_overrides():
+    assert (C.make_config("quick").d, C.make_config("quick").h, C.make_config("quick").n) == (500, 750, 1000)
+    full = C.make_config("quick", {"scale": "full"})
+    assert (full.d, full.h, full.n) == (1000, 1500, 2000) and full.overlap_runs[1] == "gd:2000"
+    q = C.make_config("paper", {"scale": "quarter", "seed": "7", "repeats": "2", "lr_grid": "0.1, 1",
+                                "readout_feature_scale": "model", "alpha_ks": "false"})
+    assert (q.d, q.h, q.n, q.seed, q.repeats, q.lr_grid) == (250, 375, 500, 7, 2, (0.1, 1.0))
+    assert q.readout_feature_scale == "model" and q.alpha_ks is False
+    assert C.make_config("quick", {"d": "100"}).scale == "custom"
+
+
+@pytest.mark.parametrize(
+    "preset, overrides, match",
+    [
+        ("nope", {}, "valid presets: quick"),
+        ("quick", {"learning_rate": 1}, "valid keys: .*lr_grid"),
+        ("quick", {"lr_grid": "-1"}, "lr_grid"),
+        ("quick", {"d": 0}, "d must be a positive integer"),
+        ("quick", {"d": "abc"}, "d must be an integer"),
+        ("quick", {"n": 2.5}, "n must be an integer"),
+        ("quick", {"device": "tpu"}, "device must be one of cpu, cuda"),
+        ("quick", {"scale": "double"}, "scale must be one of"),
+        ("quick", {"readout_feature_scale": "paper"}, "readout_feature_scale"),
+        ("quick", {"overlap_runs": "sgd:1"}, "overlap_runs"),
+        ("quick", {"schedule_gammas": "1.5"}, "gamma"),
+        ("quick", {"alpha_ks": "maybe"}, "alpha_ks must be a boolean"),
+        ("quick", {"label_noise": -0.1}, "label_noise"),
+    ],
+)
+def test_bad_config_is_rejected_with_a_named_error(preset, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        C.make_config(preset, overrides)
+
+
+def test_grid_runs_of_a_repeat_share_one_problem():
+    cfg = C.make_config("quick", {"repeats": 2})
+    runs = build_runs(cfg)
+    grid = [r for r in runs if r.group == "grid"]
+    assert len(grid) == 2 * 2 * 9
+    keys = {r.repeat: set() for r in grid}
+    for r in grid:
+        keys[r.repeat].add(r.problem_key())
+    assert all(len(v) == 1 for v in keys.values()) and keys[0] != keys[1]
+    # the overlap and schedule runs are paired with the grid (same n at the quick preset)
+    ov = [r for r in runs if r.group in ("overlap", "schedule") and r.repeat == 0]
+    assert {r.problem_key() for r in ov} == keys[0]
+    assert {r.gamma for r in runs if r.group == "schedule"} == {1.0, 0.6}
+
+
+def test_loss_sweep_pairing_semantics():
+    cfg = C.make_config("losses", {"scale": "quarter", "losses_repeats": 2})
+    runs = build_runs(cfg)
+    by = lambda p: [r for r in runs if r.sweep_param == p]
+    for p in ("reg_lambda", "gamma"):  # one teacher/data/init per repeat, shared by all values
+        rs = by(p)
+        for rep in (0, 1):
+            ks = {(r.teacher_key, r.init_key, r.data_key) for r in rs if r.repeat == rep}
+            assert len(ks) == 1
+    for p in ("n", "label_noise"):  # fresh teacher per value, common init, fresh data per (value, repeat)
+        rs = by(p)
+        assert len({r.init_key for r in rs}) == 1
+        assert len({r.teacher_key for r in rs}) == len({r.sweep_value for r in rs})
+        assert len({r.data_key for r in rs}) == len(rs)
