@@ -337,6 +337,7 @@ class SpectraMonitor:
         if not due:
             return
         in_opt = self._optimizer_param_ids() if step > 0 else None
+        self._refresh_if_optimizer_grew(in_opt)
         records: list[Record] = []
         for e in self._entries:
             if step > 0 and id(e.param) not in (in_opt or set()):

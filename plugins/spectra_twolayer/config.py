@@ -278,7 +278,7 @@ def _preset_fields(preset: str, k: float) -> dict[str, Any]:
         # seconds, for tests: d=64, h=96 (k=0.064); a short grid spanning the three regimes of both optimizers
         return dict(
             d=64, h=96, n=128, n_test=200, repeats=1, probe_steps=(0, 1, 10), grid=True,
-            lr_grid=(1e-3, 0.1, 1.0, 10.0, 100.0, 1000.0, 3000.0), alpha_ks=True, ww_crosscheck=False,
+            lr_grid=(1e-3, 0.1, 1.0, 10.0, 100.0, 300.0, 1000.0, 3000.0), alpha_ks=True, ww_crosscheck=False,
             overlap_runs=("adam:1", "gd:300"), overlap_n=128, overlap_k=5,
             schedule_gammas=(0.6,), schedule_n=128,
             losses_sweeps=("n", "label_noise"), losses_d=64, losses_h=96, losses_n=128,

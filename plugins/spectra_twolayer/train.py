@@ -7,6 +7,7 @@ the monitor's analyzers in float64. A divergent run (non-finite loss or weights)
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -27,6 +28,8 @@ from .sweeps import RunSpec
 
 __all__ = ["RunOutput", "make_optimizer", "build_analyzers", "train_run", "tail_options"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class RunOutput:
@@ -39,6 +42,8 @@ class RunOutput:
             weight normalisation that is the normalised W_t).
         diverged: a non-finite loss or weight appeared.
         wall_s: wall time of the run.
+        error: why training stopped early (empty when it ran all steps).
+        final_weight: W_T as float32 numpy when ``keep_final`` was asked (for the WeightWatcher cross-check).
     """
 
     spec: RunSpec
@@ -46,6 +51,8 @@ class RunOutput:
     student_mse: list[float] = field(default_factory=list)
     diverged: bool = False
     wall_s: float = 0.0
+    final_weight: np.ndarray | None = None
+    error: str = ""
 
 
 def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
@@ -69,7 +76,8 @@ def build_analyzers(spec: RunSpec, problem: Problem, cfg: TwoLayerConfig) -> tup
     _, edge = mp_edges(spec.h, spec.d)
     analyzers: list[Any] = ["esd", "tail"]
     options: dict[str, dict] = {
-        "esd": {"reference_edge": cfg.outlier_c * edge},
+        # the full spectrum feeds the ESD figures; the loss sweeps only need the summary metrics
+        "esd": {"reference_edge": cfg.outlier_c * edge, "spectrum": not spec.group.startswith("losses_")},
         "tail": tail_options(cfg),
     }
     k = min(cfg.overlap_k, spec.d, spec.h)
@@ -83,7 +91,9 @@ def build_analyzers(spec: RunSpec, problem: Problem, cfg: TwoLayerConfig) -> tup
     return analyzers, options
 
 
-def train_run(spec: RunSpec, problem: Problem, cfg: TwoLayerConfig, *, device: str = "cpu") -> RunOutput:
+def train_run(
+    spec: RunSpec, problem: Problem, cfg: TwoLayerConfig, *, device: str = "cpu", keep_final: bool = False
+) -> RunOutput:
     """Train one run with the monitor attached on ``spec.probes``; return its results."""
     t0 = time.perf_counter()
     dev = torch.device(device)
@@ -95,6 +105,7 @@ def train_run(spec: RunSpec, problem: Problem, cfg: TwoLayerConfig, *, device: s
     analyzers, options = build_analyzers(spec, problem, cfg)
     losses: list[float] = []
     diverged = False
+    error = ""
     with warnings.catch_warnings():
         # overflow in degenerate runs (Adam η ≥ 10) is expected; it is recorded in the table, not warned
         warnings.filterwarnings("ignore", category=RuntimeWarning)
@@ -118,7 +129,13 @@ def train_run(spec: RunSpec, problem: Problem, cfg: TwoLayerConfig, *, device: s
                 final = float(torch.mean((model(X) - y) ** 2))
             losses.append(final)
             diverged |= not math.isfinite(final) or not bool(torch.isfinite(model.W.weight).all())
+        except (RuntimeError, FloatingPointError, OverflowError) as e:
+            # e.g. torch's Adam refuses a step size that overflows float32: the run stops here, marked diverged
+            error = f"{type(e).__name__}: {e}"
+            diverged = True
+            log.warning("run %s stopped at step %d: %s", spec.name, len(losses), error)
         finally:
             monitor.detach()
+    final = model.W.weight.detach().cpu().numpy().copy() if keep_final else None
     return RunOutput(spec=spec, results=monitor.results, student_mse=losses, diverged=diverged,
-                     wall_s=time.perf_counter() - t0)
+                     wall_s=time.perf_counter() - t0, final_weight=final, error=error)

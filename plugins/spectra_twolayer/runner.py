@@ -1,0 +1,216 @@
+"""``run_twolayer``: run a preset, collect the monitor's tables, judge the claims, write the outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import spectra
+
+from .claims import evaluate_claims
+from .config import TwoLayerConfig, make_config
+from .data import make_problem
+from .sweeps import RunSpec, build_runs
+from .summary import build_summary
+from .train import RunOutput, train_run
+
+__all__ = ["TwoLayerReport", "run_twolayer", "OUTPUT_FILES"]
+
+log = logging.getLogger(__name__)
+
+#: files the runner writes (figures come in addition); ``force=True`` overwrites only these
+OUTPUT_FILES = ("results.parquet", "results.csv", "results.csv.meta.json", "summary.csv", "claims.csv",
+                "config.json", "report.md")
+
+
+@dataclass
+class TwoLayerReport:
+    """What :func:`run_twolayer` returns.
+
+    Attributes:
+        results: every run's tidy records, concatenated (:class:`spectra.Results`).
+        summary: one row per (run, probed step), the paper's quantities as columns.
+        claims: the PAPER §8 verdict rows.
+        out_dir: where the outputs were written (``None`` when ``out`` was not given).
+        config: the configuration in force.
+        wall_s: total wall time.
+        figures: the PNG files written.
+    """
+
+    results: Any
+    summary: pd.DataFrame
+    claims: pd.DataFrame
+    out_dir: Path | None
+    config: dict[str, Any]
+    wall_s: float = 0.0
+    figures: list[Path] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        v = self.claims["verdict"].value_counts().to_dict() if len(self.claims) else {}
+        return (f"TwoLayerReport(preset={self.config.get('preset')!r}, runs={self.summary['run'].nunique()}, "
+                f"checks={v}, out_dir={self.out_dir})")
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' was requested but CUDA is not available here (torch "
+                               f"{torch.__version__}, CUDA build: {torch.version.cuda}); use device='cpu'")
+
+
+def _prepare_out(out: str | Path | None, force: bool) -> Path | None:
+    if out is None:
+        return None
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output path {out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"output directory {out} exists and is not empty; pass force=True (--force) to "
+                              "write into it (existing files other than the ones this run writes are kept)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _progress(progress: Any, total: int):
+    use = sys.stderr.isatty() if progress is None else bool(progress)
+    if not use:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, desc="twolayer", unit="run", file=sys.stderr)
+
+
+def _ww_crosscheck(final: dict[str, np.ndarray], summary: pd.DataFrame) -> pd.DataFrame | None:
+    """WeightWatcher's alpha on a few final weights next to ours (None when weightwatcher is missing)."""
+    try:
+        import weightwatcher  # noqa: F401
+    except Exception:  # noqa: BLE001 - optional dependency, any import failure means "not available"
+        return None
+    import torch
+
+    rows = []
+    for run, W in final.items():
+        last = summary[(summary["run"] == run)].sort_values("step").iloc[-1]
+        try:
+            model = torch.nn.Sequential(torch.nn.Linear(W.shape[1], W.shape[0], bias=False))
+            with torch.no_grad():
+                model[0].weight.copy_(torch.as_tensor(W))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+                import weightwatcher as ww
+
+                details = ww.WeightWatcher(model=model).analyze(plot=False)
+            ww_alpha = float(details["alpha"].iloc[0])
+            ww_hill = None
+        except Exception as e:  # noqa: BLE001
+            ww_alpha, ww_hill = float("nan"), f"{type(e).__name__}: {e}"
+        rows.append({"run": run, "step": int(last["step"]), "ours alpha_ks": round(float(last["alpha_ks"]), 4),
+                     "ours alpha_hill": round(float(last["alpha_hill"]), 4), "weightwatcher alpha": round(ww_alpha, 4),
+                     **({"error": ww_hill} if ww_hill else {})})
+    return pd.DataFrame(rows) if rows else None
+
+
+def _key_runs(runs: list[RunSpec]) -> set[str]:
+    """Runs whose final weights feed the WeightWatcher cross-check."""
+    want = {("adam", 0.1), ("adam", 1.0), ("gd", 3000.0)}
+    return {r.name for r in runs if r.group == "grid" and r.repeat == 0 and (r.optimizer, r.lr) in want}
+
+
+def run_twolayer(
+    *,
+    preset: str = "quick",
+    out: str | Path | None = None,
+    force: bool = False,
+    progress: Any = None,
+    **overrides: Any,
+) -> TwoLayerReport:
+    """Run the two-layer reproduction.
+
+    Args:
+        preset: ``quick`` (default), ``paper``, ``one-step``, ``schedule``, ``overlaps``, ``losses``,
+            ``weightnorm`` or ``tiny``.
+        out: output directory (tables, figures, ``report.md``); ``None`` writes nothing.
+        force: write into an existing non-empty ``out`` (only this run's files are overwritten; nothing is
+            deleted).
+        progress: ``None`` shows a tqdm bar when stderr is a terminal; ``True``/``False`` force it on/off.
+        **overrides: any config field (strings from ``--set key=value`` are coerced), plus ``scale``
+            (``full``/``half``/``quarter``).
+
+    Returns:
+        A :class:`TwoLayerReport`.
+
+    Raises:
+        ValueError: unknown preset or key, or a value of the wrong type/range (the message names it).
+        RuntimeError: ``device="cuda"`` without CUDA.
+        FileExistsError: ``out`` exists and is not empty, and ``force`` is false.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    cfg: TwoLayerConfig = make_config(preset, overrides)
+    _check_device(cfg.device)
+    out_dir = _prepare_out(out, force)
+    runs = build_runs(cfg)
+    keep_final = _key_runs(runs) if cfg.ww_crosscheck else set()
+    bar = _progress(progress, len(runs))
+    outputs: list[RunOutput] = []
+    final_w: dict[str, np.ndarray] = {}
+    problem_key, problem = None, None
+    try:
+        for spec in runs:
+            if spec.problem_key() != problem_key:
+                problem_key = spec.problem_key()
+                problem = make_problem(d=spec.d, h=spec.h, n=spec.n, n_test=spec.n_test,
+                                       label_noise=spec.label_noise, seed=cfg.seed, teacher_key=spec.teacher_key,
+                                       init_key=spec.init_key, data_key=spec.data_key)
+            res = train_run(spec, problem, cfg, device=cfg.device, keep_final=spec.name in keep_final)
+            if res.final_weight is not None:
+                final_w[spec.name] = res.final_weight
+                res.final_weight = None
+            outputs.append(res)
+            if bar is not None:
+                bar.set_postfix_str(spec.name, refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    results = spectra.Results.concat([o.results for o in outputs])
+    results.attrs["twolayer_config"] = cfg.to_dict()
+    tidy = results.to_pandas()
+    summary = build_summary(tidy, outputs)
+    cfg_dict = cfg.to_dict()
+    claims = evaluate_claims(summary, cfg_dict)
+    wall = time.perf_counter() - t0
+    figures: list[Path] = []
+    if out_dir is not None:
+        results.to_parquet(out_dir / "results.parquet")
+        results.to_csv(out_dir / "results.csv")
+        summary.to_csv(out_dir / "summary.csv", index=False)
+        claims.to_csv(out_dir / "claims.csv", index=False)
+        (out_dir / "config.json").write_text(json.dumps(cfg_dict, indent=1), encoding="utf-8")
+        from .figures import write_figures
+        from .report import write_report
+
+        figures = write_figures(summary, tidy, out_dir)
+        ww = _ww_crosscheck(final_w, summary) if final_w else None
+        walls = pd.DataFrame([{"run": o.spec.name, "group": o.spec.group, "wall_s": o.wall_s} for o in outputs])
+        dev_name = torch.cuda.get_device_name(0) if cfg.device == "cuda" else ""
+        wall = time.perf_counter() - t0
+        write_report(out_dir / "report.md", cfg=cfg_dict, claims=claims, summary=summary, figures=figures,
+                     wall_s=wall, n_runs=len(outputs), run_walls=walls, ww=ww, device_name=dev_name)
+    return TwoLayerReport(results=results, summary=summary, claims=claims, out_dir=out_dir, config=cfg_dict,
+                          wall_s=wall, figures=figures)

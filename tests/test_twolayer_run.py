@@ -1,0 +1,171 @@
+"""The two-layer plugin end to end at the ``tiny`` preset, plus bad input and divergent runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import spectra
+from spectra_twolayer import config as C
+from spectra_twolayer.claims import CLAIMS
+from spectra_twolayer.data import make_problem
+from spectra_twolayer.runner import run_twolayer
+from spectra_twolayer.summary import build_summary
+from spectra_twolayer.sweeps import RunSpec
+from spectra_twolayer.train import train_run
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tiny") / "out"
+    return run_twolayer(preset="tiny", out=out, progress=False)
+
+
+@pytest.mark.slow
+def test_tiny_writes_tables_figures_and_report(tiny):
+    out = tiny.out_dir
+    for f in ("results.parquet", "results.csv", "summary.csv", "claims.csv", "config.json", "report.md"):
+        assert (out / f).is_file(), f
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    for f in ("esd_init_vs_final.png", "metrics_vs_lr_step1.png", "metrics_vs_lr_step10.png", "overlaps_adam.png",
+              "esd_evolution_adam.png", "per_step_overlap.png", "per_step_schedule.png", "losses_n.png"):
+        assert f in pngs, (f, pngs)
+    # tables round-trip through the library and carry the run tags
+    back = spectra.Results.read(out / "results.parquet").to_pandas()
+    assert len(back) == len(tiny.results.to_pandas())
+    assert {"group", "optimizer", "lr", "repeat", "steps"} <= set(back.columns)
+    assert {"esd", "tail", "alignment", "twolayer_sim", "twolayer_readout"} <= set(back["analyzer"].unique())
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["preset"] == "tiny" and cfg["d"] == 64
+    report = (out / "report.md").read_text()
+    assert "readout feature scale: `repo`" in report and "wall time" in report
+    assert "![metrics_vs_lr_step10](metrics_vs_lr_step10.png)" in report
+    # every §8 claim appears in the report's claim table with a verdict
+    for cid in CLAIMS:
+        assert f"| {cid} |" in report
+    assert set(tiny.claims["claim"]) == set(CLAIMS)
+    assert tiny.claims["verdict"].isin(["PASS", "FAIL", "not evaluated", "info"]).all()
+    # one summary row per (run, probed step)
+    s = tiny.summary
+    assert not s.duplicated(["run", "step"]).any()
+    grid = s[s["group"] == "grid"]
+    assert set(grid["step"]) == {0, 1, 10}
+
+
+@pytest.mark.slow
+def test_tiny_is_seeded_and_reproducible(tiny):
+    again = run_twolayer(preset="tiny", progress=False, losses_sweeps="", schedule_gammas="")
+    cols = ["alpha_hill", "alpha_ks", "n_out", "lambda_max", "sim", "train_loss", "test_loss", "kta",
+            "overlap_top1_left_before"]
+    a = tiny.summary.set_index(["run", "step"]).loc[again.summary.set_index(["run", "step"]).index, cols]
+    b = again.summary.set_index(["run", "step"])[cols]
+    pd.testing.assert_frame_equal(a, b)
+    other = run_twolayer(preset="tiny", progress=False, seed=1, grid=False, losses_sweeps="", schedule_gammas="")
+    x = other.summary.set_index(["run", "step"])["lambda_max"]
+    assert not np.allclose(x.to_numpy(), b.loc[x.index, "lambda_max"].to_numpy())
+
+
+@pytest.mark.slow
+def test_robust_claims_hold_at_tiny_size(tiny):
+    s = tiny.summary
+    init = s[s["step"] == 0]
+    # claim 1: MP at init (α_Hill band at q = 2/3, no outlier)
+    assert (init["n_out"] == 0).all()
+    assert init["alpha_hill"].between(2.38, 2.52).all()
+    # claims 3–4 through the measured η*: one GD step at 1.3–6 η*_GD gives exactly one spike, bulk intact
+    one = s[(s["group"] == "grid") & (s["step"] == 1)]
+    gd = one[one["optimizer"] == "gd"]
+    eta = float(gd["eta_star_gd"].iloc[0])
+    inside = gd[(gd["lr"] >= 1.3 * eta) & (gd["lr"] <= 6 * eta)]
+    assert len(inside), (eta, sorted(gd["lr"]))
+    assert (inside["n_out"] == 1).all()
+    assert (inside["d_alpha_hill"].abs() < 0.02).all()
+    assert (inside["sim"] > 3 / math.sqrt(64)).all()
+    # Adam's threshold follows ‖sign ∇L(W₀)‖_op and is ~10³–10⁴ below GD's
+    ad = one[one["optimizer"] == "adam"]
+    rule = 1.2 * (math.sqrt(96) + math.sqrt(64)) / math.sqrt(96 * 64)
+    assert abs(float(ad["eta_star_adam"].iloc[0]) / rule - 1) < 0.15
+    assert eta / float(ad["eta_star_adam"].iloc[0]) > 100
+    # claim 6: multiple large-lr Adam steps drop α_Hill well below MP
+    fin = s[(s["group"] == "grid") & (s["step"] == 10)]
+    a1 = fin[(fin["optimizer"] == "adam") & np.isclose(fin["lr"], 1.0)]
+    assert float(a1["d_alpha_hill"].iloc[0]) < -0.2
+    # claim 13 sanity and claim 2's "no change" at the smallest lr
+    assert (s["test_loss"] > 0.6).all()
+    small = fin[np.isclose(fin["lr"], 1e-3)]
+    assert (small["d_alpha_hill"].abs() < 0.05).all() and (small["n_out"] == 0).all()
+
+
+def test_plugin_is_registered_through_its_entry_point():
+    assert "twolayer" in spectra.experiments.available()
+    from spectra.plugins import analyzer_registry, get_plugin_manager
+
+    reg = analyzer_registry(get_plugin_manager())
+    assert {"twolayer_readout", "twolayer_sim"} <= set(reg)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(preset="bogus"), ValueError, "valid presets"),
+        (dict(preset="tiny", colour="red"), ValueError, "valid keys"),
+        (dict(preset="tiny", lr_grid="-0.1"), ValueError, "lr_grid"),
+        (dict(preset="tiny", d="0"), ValueError, "d must be a positive integer"),
+        (dict(preset="tiny", scale="full"), ValueError, "tiny preset has fixed sizes"),
+    ],
+)
+def test_bad_input_is_rejected_before_any_work(kwargs, exc, match, tmp_path):
+    with pytest.raises(exc, match=match):
+        run_twolayer(out=tmp_path / "o", progress=False, **kwargs)
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_output_directory_is_refused_and_never_wiped(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty"):
+        run_twolayer(preset="tiny", out=out, progress=False, grid=False, overlap_runs="", schedule_gammas="",
+                     losses_sweeps="n", n_values="32")
+    rep = run_twolayer(preset="tiny", out=out, force=True, progress=False, grid=False, overlap_runs="",
+                       schedule_gammas="", losses_sweeps="n", n_values="32")
+    assert (out / "mine.txt").read_text() == "keep me"
+    assert (out / "report.md").is_file() and rep.out_dir == out
+    assert (rep.claims.loc[rep.claims["claim"] == "6", "verdict"] == "not evaluated").all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        run_twolayer(preset="tiny", device="cuda", progress=False)
+
+
+def test_divergent_run_is_marked_not_raised():
+    cfg = C.make_config("tiny")
+    spec = RunSpec(name="boom", group="grid", optimizer="adam", lr=3e38, steps=3, probes=(0, 1, 3), d=16, h=24, n=32,
+                   n_test=20, teacher_key=("r", 0), init_key=("r", 0), data_key=("r", 0))
+    prob = make_problem(d=16, h=24, n=32, n_test=20, label_noise=0.3, seed=0, teacher_key=("r", 0),
+                        init_key=("r", 0), data_key=("r", 0))
+    out = train_run(spec, prob, cfg)  # torch's Adam refuses the overflowing step size: marked, not raised
+    assert out.diverged and "overflow" in out.error
+    s = build_summary(out.results.to_pandas(), [out])
+    assert s["diverged"].all() and len(s) == 3
+    assert math.isfinite(float(s.loc[s["step"] == 0, "alpha_hill"].iloc[0]))
+    assert s.loc[s["step"] == 3, "alpha_hill"].isna().all()
+    # weights that overflow to inf give failed analyzer rows, never an exception
+    spec2 = RunSpec(name="inf", group="grid", optimizer="gd", lr=1e30, steps=3, probes=(0, 3), d=16, h=24, n=32,
+                    n_test=20, teacher_key=("r", 0), init_key=("r", 0), data_key=("r", 0))
+    big = make_problem(d=16, h=24, n=32, n_test=20, label_noise=0.3, seed=0, teacher_key=("r", 0),
+                       init_key=("r", 0), data_key=("r", 0))
+    W0 = big.W0.copy()
+    W0[0, 0] = np.inf
+    object.__setattr__(big, "W0", W0)
+    out2 = train_run(spec2, big, cfg)
+    s2 = build_summary(out2.results.to_pandas(), [out2])
+    assert out2.diverged and s2.loc[s2["step"] == 3, "n_failed"].iloc[0] > 0
