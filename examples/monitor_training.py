@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> Path:
     spectra.plot.plot_metric_vs_step(res, "overlap_top1_left_before", matrix="update",
                                      path=out / "overlap_top1_vs_step.png")
     last = int(wide["step"].max())
-    spectra.plot.plot_overlap_heatmap(res, layer="2", step=last, path=out / "overlap_heatmap.png")
+    spectra.plot.plot_overlap_heatmap(res, layer="2", step=last, matrix="update", path=out / "overlap_heatmap.png")
     spectra.plot.plot_alpha_bars(res, path=out / "alpha_bars.png")
     return out
 

@@ -13,11 +13,14 @@ from typing import Any
 
 from .hookspecs import hookimpl
 
+# ``analyze`` is both a submodule and the function users call: bind the function eagerly so that importing
+# the submodule later cannot shadow it (the module's own imports are light: numpy, no pandas/scipy).
+from .analyze import analyze  # noqa: E402
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "SpectraMonitor": "monitor",
-    "analyze": "analyze",
     "Results": "results",
     "Record": "results",
     "compare_weightwatcher": "compat.weightwatcher",
@@ -30,7 +33,7 @@ _EXPORTS = {
 }
 _SUBMODULES = ("functional", "plot", "experiments", "schedules", "layers", "plugins", "analyzers", "results")
 
-__all__ = sorted(["hookimpl", "__version__", *_EXPORTS, *_SUBMODULES])
+__all__ = sorted(["hookimpl", "analyze", "__version__", *_EXPORTS, *_SUBMODULES])
 
 
 def __getattr__(name: str) -> Any:

@@ -32,6 +32,18 @@ def _quiet():
         yield
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_threaded_blas():
+    """The machines are small and shared: multi-threaded BLAS spins under contention (DESIGN §6)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
 def _ww_fit(evals):
     with _quiet():
         from weightwatcher.WW_powerlaw import WWFit
@@ -48,7 +60,7 @@ def _random_spectra(n_spectra=24, seed=1234):
     rng = np.random.default_rng(seed)
     out = []
     for t in range(n_spectra):
-        n = int(rng.integers(50, 4001)) if t % 3 else int(rng.integers(50, 301))
+        n = int(rng.integers(1000, 4001)) if t % 5 == 1 else int(rng.integers(50, 801))
         kind = t % 6
         if kind == 0:  # real ESD, Gaussian (MP bulk)
             m = min(n, 300)
@@ -176,7 +188,7 @@ def test_hill_matches_direct_formula():
         assert f.D == pytest.approx(D, rel=1e-12)
         assert hill_alpha(lam, xmin_pos=pos) == f.alpha
     # Hill does no zero filtering by default: tiny eigenvalues move the median
-    x = np.r_[np.full(50, 1e-9), rng.pareto(2, 50) + 1]
+    x = np.r_[np.full(60, 1e-9), rng.pareto(2, 40) + 1]
     assert fit_power_law(x, method="hill").xmin < 1e-5
     assert fit_power_law(x, method="hill", threshold=1e-5).xmin >= 1
 
@@ -185,7 +197,7 @@ def test_hill_matches_direct_formula():
 def test_ww_matches_weightwatcher_on_random_spectra():
     spectra = _random_spectra()
     sizes = [int((s > 1e-5).sum()) for s in spectra]
-    assert len(spectra) >= 20 and min(sizes) >= 50 and max(sizes) > 2000
+    assert len(spectra) >= 20 and min(sizes) >= 50 and max(sizes) > 3000
     for ev in spectra:
         ours = fit_power_law(ev, method="ww")
         ref = _ww_fit(ev)
