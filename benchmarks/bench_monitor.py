@@ -11,8 +11,8 @@ Usage: python benchmarks/bench_monitor.py [--rounds 3] [--steps 50]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +20,9 @@ import torch
 from torch import nn
 
 import spectra
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import write_table  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -77,7 +80,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--h", type=int, default=750)
     ap.add_argument("--n", type=int, default=1000)
     args = ap.parse_args(argv)
-    from _util import environment, write_table  # type: ignore
 
     modes = ("none", "nothing_due", "every10")
     times: dict[str, list[float]] = {m: [] for m in modes}
@@ -97,12 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     bound = 2 * args.d * args.h * 4  # one fp32 copy of W plus its gradient
     rows.append({"mode": "bytes copied on a due step", "median_s": cap, "ratio_vs_unmonitored": round(cap / bound, 3),
                  "overhead_pct": "bound = W + grad"})
-    write_table("monitor", rows, __doc__.splitlines()[0], environment(), args=vars(args))
+    notes = [f"{k}={v}" for k, v in vars(args).items()]
+    notes.append("median over rounds of the 50-step loop; modes interleaved within each round")
+    write_table("monitor", rows, title=__doc__.splitlines()[0], notes=notes)
 
 
 if __name__ == "__main__":
-    os.chdir(Path(__file__).parent)
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
     main()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -36,6 +37,24 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ANALYZERS = ("esd", "tail", "alignment")
 DEFAULT_EVERY = 10
+
+
+def _weak_hook(monitor: "SpectraMonitor", method: str) -> Any:
+    """An optimizer hook that calls ``monitor.<method>`` through a weak reference.
+
+    The optimizer must not keep a forgotten monitor alive: once the user drops the last reference the monitor
+    is collected, its ``__del__`` removes the hooks, and training goes on unobserved.
+    """
+    ref = weakref.ref(monitor)
+
+    def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
+        target = ref()
+        if target is None:
+            return None
+        return getattr(target, method)(optimizer, args, kwargs)
+
+    hook.__name__ = f"spectra_{method.strip('_')}"
+    return hook
 
 
 class SpectraMonitor:
@@ -138,7 +157,11 @@ class SpectraMonitor:
         self._results = Results(attrs=self._attrs())
         self._discover()
         if attach:
-            self.attach()
+            try:
+                self.attach()
+            except BaseException:  # e.g. on_error="raise" at step 0: leave no hooks on the optimizer
+                self.detach()
+                raise
 
     # ------------------------------------------------------------------ discovery
     def _attrs(self) -> dict[str, Any]:
@@ -186,8 +209,8 @@ class SpectraMonitor:
         if self._attached:
             raise RuntimeError("this SpectraMonitor is already attached; call detach() first")
         self._handles = [
-            self.optimizer.register_step_pre_hook(self._pre_hook),
-            self.optimizer.register_step_post_hook(self._post_hook),
+            self.optimizer.register_step_pre_hook(_weak_hook(self, "_pre_hook")),
+            self.optimizer.register_step_post_hook(_weak_hook(self, "_post_hook")),
         ]
         self._attached = True
         self._detached_once = False
@@ -220,7 +243,7 @@ class SpectraMonitor:
     def __exit__(self, *exc: Any) -> None:
         self.detach()
 
-    def __del__(self) -> None:  # hooks hold a reference to self; remove them if the user forgot
+    def __del__(self) -> None:  # hooks hold only a weak reference: remove them when the monitor is collected
         try:
             for h in self._handles:
                 h.remove()

@@ -124,6 +124,37 @@ def _ww_crosscheck(final: dict[str, np.ndarray], summary: pd.DataFrame) -> pd.Da
     return pd.DataFrame(rows) if rows else None
 
 
+class _Threads:
+    """Limit torch and BLAS/LAPACK threads for the duration of a run (restored afterwards)."""
+
+    def __init__(self, n: int) -> None:
+        import os
+
+        self.n = n if n > 0 else max(1, (os.cpu_count() or 2) // 2)
+        self._ctl = None
+        self._torch = None
+
+    def __enter__(self) -> "_Threads":
+        import torch
+
+        self._torch = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self._ctl = threadpool_limits(self.n)
+        except ImportError:  # optional: without it only torch's threads are limited
+            self._ctl = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch
+
+        torch.set_num_threads(self._torch)
+        if self._ctl is not None:
+            self._ctl.restore_original_limits()
+
+
 def _key_runs(runs: list[RunSpec]) -> set[str]:
     """Runs whose final weights feed the WeightWatcher cross-check."""
     want = {("adam", 0.1), ("adam", 1.0), ("gd", 3000.0)}
@@ -165,6 +196,13 @@ def run_twolayer(
     _check_device(cfg.device)
     out_dir = _prepare_out(out, force)
     runs = build_runs(cfg)
+    with _Threads(cfg.threads):
+        return _run(cfg, runs, out_dir, progress, t0)
+
+
+def _run(cfg: TwoLayerConfig, runs: list[RunSpec], out_dir: Path | None, progress: Any, t0: float) -> TwoLayerReport:
+    import torch
+
     keep_final = _key_runs(runs) if cfg.ww_crosscheck else set()
     bar = _progress(progress, len(runs))
     outputs: list[RunOutput] = []

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_matrix", "as_float64_vector"]
+__all__ = ["as_matrix", "as_float64_vector", "as_finite_vector"]
 
 
 def _is_torch_tensor(x: Any) -> bool:
@@ -31,6 +31,11 @@ def as_matrix(W: Any, *, name: str = "W"):
         import torch
 
         t = W.detach()
+        if t.is_quantized:
+            raise TypeError(
+                f"{name} is a quantized tensor ({t.dtype}); spectra does not guess how to read it: pass "
+                f"{name}.dequantize() (or the float weights with their scale applied)"
+            )
         if t.is_sparse or t.layout != torch.strided:
             t = t.to_dense()
         if t.is_complex():
@@ -61,6 +66,25 @@ def as_matrix(W: Any, *, name: str = "W"):
         raise ValueError(f"{name} is empty, shape {a.shape}")
     a = a.astype(np.float64, copy=False)
     bad = int((~np.isfinite(a)).sum())
+    if bad:
+        raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or Inf) out of {a.size}")
+    return a
+
+
+def as_finite_vector(x: Any, *, name: str = "evals") -> np.ndarray:
+    """Return a 1-D float64 numpy copy of eigenvalues, refusing complex or non-finite values.
+
+    Raises:
+        TypeError: the values are complex (the imaginary part would otherwise be dropped silently).
+        ValueError: some values are NaN or Inf (the message says how many).
+    """
+    if _is_torch_tensor(x):
+        if x.is_complex():
+            raise TypeError(f"{name} has complex dtype {x.dtype}; eigenvalues of WᵀW are real")
+    elif np.iscomplexobj(x):
+        raise TypeError(f"{name} is complex; eigenvalues of WᵀW are real")
+    a = as_float64_vector(x)
+    bad = int(np.count_nonzero(~np.isfinite(a)))
     if bad:
         raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or Inf) out of {a.size}")
     return a

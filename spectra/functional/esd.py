@@ -91,7 +91,17 @@ def esd(W: Any, *, normalize: bool = False, method: str = "auto") -> np.ndarray:
     """
     _check_method(method)
     A = as_matrix(W)
-    lam = _eigvals(A, method)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            lam = _eigvals(A, method)
+    except np.linalg.LinAlgError as exc:  # a Gram matrix that overflowed to inf makes LAPACK fail
+        lam, err = None, exc
+    if lam is None or not np.all(np.isfinite(lam)):
+        peak = float(abs(A).max())
+        raise ValueError(
+            f"the eigenvalues of WᵀW overflow float64 (largest |W| entry {peak:.3g}, shape {tuple(A.shape)}); "
+            "rescale W first (eigenvalues scale with the square of W)"
+        ) from (err if lam is None else None)
     if normalize:
         lam = lam / float(max(A.shape))
     return lam

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import as_float64_vector
+from ._validate import as_finite_vector, as_float64_vector
 
 __all__ = [
     "mp_edges",
@@ -94,7 +94,7 @@ def mp_sigma2(evals: Any, N: int, M: int, *, normalize: bool = False) -> float:
 
     Spikes and a moderate heavy tail sit above the median, so they barely move this estimate.
     """
-    lam = as_float64_vector(evals)
+    lam = as_finite_vector(evals)
     if lam.size == 0:
         raise ValueError("mp_sigma2 needs at least one eigenvalue")
     return float(np.median(lam) / mp_median(N, M, 1.0, normalize=normalize))
@@ -125,7 +125,7 @@ def num_spikes(
 
 def mp_softrank(evals: Any, N: int, M: int, *, sigma2: float | None = None, normalize: bool = False) -> float:
     """Bulk edge over the largest eigenvalue (WeightWatcher's ``mp_softrank``: ~1 random-like, → 0 spiky)."""
-    lam = as_float64_vector(evals)
+    lam = as_finite_vector(evals)
     s2 = mp_sigma2(lam, N, M, normalize=normalize) if sigma2 is None else sigma2
     lmax = lam.max()
     return float(mp_edges(N, M, s2, normalize=normalize)[1] / lmax) if lmax > 0 else math.nan
@@ -148,7 +148,7 @@ class MPFit:
 
 def mp_fit(evals: Any, N: int, M: int, *, normalize: bool = False, tw_margin: float = 1.0) -> MPFit:
     """Robust MP description of an ESD: σ², bulk edges, spike count and soft rank in one pass."""
-    lam = as_float64_vector(evals)
+    lam = as_finite_vector(evals)
     s2 = mp_sigma2(lam, N, M, normalize=normalize)
     lo, hi = mp_edges(N, M, s2, normalize=normalize)
     tw = tracy_widom_scale(N, M, s2, normalize=normalize)

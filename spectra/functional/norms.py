@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import as_float64_vector
+from ._validate import as_finite_vector, as_float64_vector
 
 __all__ = ["norm_metrics", "stable_rank", "matrix_rank", "matrix_entropy", "ENTROPY_EPSILON"]
 
@@ -70,8 +70,12 @@ def norm_metrics(evals: Any, *, N: int | None = None, alpha: float | None = None
     Returns:
         A dict keyed by WeightWatcher's metric names (see the module docstring). Logarithms of non-positive
         quantities are ``-inf`` (an all-zero matrix), never an exception.
+
+    Raises:
+        ValueError: no eigenvalues, or some are NaN/Inf (the count is given).
+        TypeError: complex eigenvalues.
     """
-    lam = np.clip(as_float64_vector(evals), 0.0, None)
+    lam = np.clip(as_finite_vector(evals), 0.0, None)
     if lam.size == 0:
         raise ValueError("norm_metrics needs at least one eigenvalue")
     N = int(N) if N is not None else lam.size

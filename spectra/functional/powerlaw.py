@@ -138,7 +138,11 @@ def _failed(method: str, status: str, message: str, *, n_total: int = 0, thresho
 def _as_vector(evals: Any) -> np.ndarray:
     """float64 1-D numpy copy of evals (torch tensor, numpy array or sequence); raises on unusable input."""
     if type(evals).__module__.startswith("torch") and hasattr(evals, "detach"):
+        if evals.is_complex():
+            raise TypeError(f"complex dtype {evals.dtype}; eigenvalues of WᵀW are real")
         evals = evals.detach().to("cpu").double().numpy()
+    if np.iscomplexobj(evals):
+        raise TypeError("complex values; eigenvalues of WᵀW are real")
     a = np.asarray(evals, dtype=np.float64)
     if a.ndim != 1:
         if a.ndim == 0 or sum(d > 1 for d in a.shape) > 1:
