@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ._common import CONV_SLICES, analyzer_options_with_fit, conventions, make_progress, unwrap_model
+from .distributed import make_plan, settings_fingerprint
 from .engine import resolve_analyzers, run_analyzers
 from .results import Results
 from .snapshot import LayerState
@@ -57,6 +58,7 @@ def analyze(
     analyzer_options: Mapping[str, Mapping[str, Any]] | None = None,
     plugins: Iterable[Any] = (),
     plugin_manager: Any = None,
+    distributed: Any = None,
 ) -> Results:
     """Analyze every weight matrix of a model once.
 
@@ -77,6 +79,8 @@ def analyze(
         analyzer_options: constructor options per analyzer name, e.g. ``{"esd": {"spectrum": True}}``.
         plugins: extra plugin objects for this call only.
         plugin_manager: a ready plugin manager (overrides ``plugins``).
+        distributed: ``None`` (default), ``"auto"``, ``"shard"`` or ``"rank0"``: share the layers among
+            ``torch.distributed`` ranks; every rank calls ``analyze`` (see :mod:`spectra.distributed`).
 
     Returns:
         :class:`~spectra.Results` with ``step = 0``; ``results.layers`` lists every parameter, with the skip
@@ -88,6 +92,7 @@ def analyze(
     if conv_slices not in CONV_SLICES:
         raise ValueError(f"conv_slices must be one of {CONV_SLICES}, got {conv_slices!r}")
     target = load_target(obj)
+    plan = make_plan(distributed, target)  # None: single-process behaviour, no collectives
     pm = plugin_manager or get_plugin_manager(
         plugins=plugins, builtin_options={"spectra.layers": {"conv_slices": conv_slices}}
     )
@@ -99,6 +104,13 @@ def analyze(
     active = [e for e in entries if e.skip_reason is None]
     attrs = conventions(normalize=normalize, esd_method=esd_method, conv_slices=conv_slices, analyzers=insts)
     attrs["source"] = "analyze"
+    if plan is not None:  # a collective: every rank checks that all ranks share the settings
+        plan.check_consistent(
+            settings_fingerprint(analyzers=insts, entries=active, mode=plan.mode, normalize=normalize,
+                                 esd_method=esd_method, conv_slices=conv_slices, on_error=on_error, run=run,
+                                 tags=tags),
+            what="spectra.analyze settings",
+        )
     if not active:
         warnings.warn(
             "spectra.analyze: nothing to analyze (see results.layers for why each parameter was skipped)",
@@ -107,11 +119,13 @@ def analyze(
         )
         return Results(layers=rows, attrs=attrs)
     weight_only = [a for a in insts if set(a.needs) <= {"weight"}]
-    bar = make_progress(progress, len(active), "spectra.analyze")
+    local = active if plan is None else plan.local(active)
+    bar = make_progress(progress, len(local), "spectra.analyze")
     records = []
     warned: set = set()
+    error = None
     try:
-        for entry in active:
+        for entry in local:
             states = [
                 LayerState(
                     layer=entry.layer,
@@ -131,6 +145,11 @@ def analyze(
             )
             if bar is not None:
                 bar.update(1)
+    except Exception as exc:  # distributed: this rank's layers become failed rows; the gather must still happen
+        if plan is None:
+            raise
+        error = f"{type(exc).__name__}: {exc}"
+        records.extend(plan.failed_records(exc, local, records, analyzers=weight_only, run=run, step=0, tags=tags))
     finally:
         if bar is not None:
             bar.close()
@@ -139,4 +158,9 @@ def analyze(
         pm.hook.spectra_log_records(records=records, step=0, run=run, log_dir=None)
     except Exception as exc:  # a sink must never break analysis
         warnings.warn(f"spectra: a results sink raised: {exc!r}", RuntimeWarning, stacklevel=2)
+    if plan is not None:  # sinks saw this rank's share; the table holds every rank's records
+        try:
+            res = Results(plan.gather(records, active, error=error, on_error=on_error), layers=rows, attrs=attrs)
+        finally:
+            plan.close()
     return res

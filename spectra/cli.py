@@ -44,8 +44,12 @@ def resolve_target(spec: str) -> Any:
 
 
 def _check_out(path: Path | None, force: bool) -> None:
-    if path is not None and path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
+    """Refuse to overwrite ``path`` (and, for a CSV, its ``.meta.json`` sidecar) unless ``force``."""
+    if path is None or force:
+        return
+    for p in (path, path.with_name(path.name + ".meta.json")) if path.suffix == ".csv" else (path,):
+        if p.exists():
+            raise FileExistsError(f"{p} exists; pass --force to overwrite it")
 
 
 def _write_table(df_or_results: Any, path: Path) -> None:
@@ -66,6 +70,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if out is not None and out.suffix not in (".parquet", ".csv"):
         raise ValueError(f"--out must end in .parquet or .csv, got {out.name!r}")
     _check_out(out, args.force)
+    if args.plot:
+        _check_out(Path(args.plot) / "alpha_bars.png", args.force)
     target = resolve_target(args.target)
     res = spectra.analyze(target, fit=args.fit, layers=args.layers, conv_slices=args.conv_slices,
                           progress=None if not args.quiet else False)
@@ -196,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--fit", default="csn", choices=("csn", "ww", "hill"))
     a.add_argument("--layers", help="glob of layer names to analyze")
     a.add_argument("--conv-slices", default="pooled", choices=("pooled", "separate"))
-    a.add_argument("--force", action="store_true", help="overwrite --out")
+    a.add_argument("--force", action="store_true", help="overwrite --out and the --plot figures")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=_cmd_analyze)
 

@@ -371,8 +371,21 @@ class LayerEntry:
         return views  # type: ignore[return-value]
 
 
+def _hook_error(hook_name: str, param_name: str, exc: Exception) -> Exception:
+    """A plugin's layer hook raised: name the hook and the parameter (a :class:`~spectra.plugins.PluginError`)."""
+    from .plugins import PluginError
+
+    return PluginError(
+        f"a plugin's {hook_name} raised for parameter {param_name!r}: {type(exc).__name__}: {exc} "
+        "(block the plugin with SPECTRA_DISABLE_PLUGINS=<name>)"
+    )
+
+
 def _call_views(hook: Any, name: str, tensor: Any, module: Any, layer: str) -> list[MatrixView] | None:
-    out = hook.spectra_as_matrices(name=name, param=tensor.detach(), module=module)
+    try:
+        out = hook.spectra_as_matrices(name=name, param=tensor.detach(), module=module)
+    except Exception as exc:
+        raise _hook_error("spectra_as_matrices", name, exc) from exc
     if out is None:
         return None
     return [_as_view(item, layer) for item in out]
@@ -524,7 +537,10 @@ def discover_layers(obj: Any, *, hook: Any, select: Any = None) -> list[LayerEnt
         if reason is not None:
             entries.append(make(reason))
             continue
-        include = hook.spectra_include_param(name=pname, param=p, module=mod)
+        try:
+            include = hook.spectra_include_param(name=pname, param=p, module=mod)
+        except Exception as exc:
+            raise _hook_error("spectra_include_param", pname, exc) from exc
         if include is None:
             entries.append(make("no layer rule answered spectra_include_param (are the built-in rules registered?)"))
             continue

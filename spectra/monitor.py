@@ -66,6 +66,9 @@ class SpectraMonitor:
         ...     opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
         >>> df = monitor.to_pandas(); monitor.detach()               # doctest: +SKIP
 
+    Keep a reference to the monitor: the optimizer's hooks hold it only weakly, so a monitor that is garbage
+    collected removes its hooks (it never outlives the user's last reference).
+
     Args:
         model: the ``nn.Module`` being trained (DDP/DataParallel wrappers are unwrapped for layer names).
         optimizer: any ``torch.optim.Optimizer``.
@@ -85,6 +88,8 @@ class SpectraMonitor:
         plugins: extra plugin objects for this monitor.
         plugin_manager: a ready plugin manager (overrides ``plugins``).
         attach: register the hooks now (default). Otherwise call :meth:`attach` later.
+        distributed: ``None`` (default), ``"auto"``, ``"shard"`` or ``"rank0"``: share the layers among
+            ``torch.distributed`` ranks (see :mod:`spectra.distributed`; FSDP models raise NotImplementedError).
 
     Raises:
         TypeError: ``optimizer`` is not a ``torch.optim.Optimizer`` or ``model`` not an ``nn.Module``; an
@@ -113,6 +118,7 @@ class SpectraMonitor:
         plugins: Iterable[Any] = (),
         plugin_manager: Any = None,
         attach: bool = True,
+        distributed: Any = None,
     ) -> None:
         import torch
 
@@ -128,6 +134,9 @@ class SpectraMonitor:
             raise ValueError(f"conv_slices must be one of {CONV_SLICES}, got {conv_slices!r}")
         if schedule is not None and every is not None:
             raise ValueError("pass either every= or schedule=, not both")
+        from .distributed import make_plan
+
+        self._dist = make_plan(distributed, model)  # None: single-process behaviour, no collectives
         self.model = model
         self.optimizer = optimizer
         self.schedule: Schedule = as_schedule(schedule) if schedule is not None else every_schedule(
@@ -208,6 +217,10 @@ class SpectraMonitor:
         """
         if self._attached:
             raise RuntimeError("this SpectraMonitor is already attached; call detach() first")
+        if self._dist is not None:  # a collective: every rank checks that all ranks share the settings
+            from .distributed import monitor_settings
+
+            self._dist.check_consistent(monitor_settings(self, self._dist.mode), what="SpectraMonitor settings")
         self._handles = [
             self.optimizer.register_step_pre_hook(_weak_hook(self, "_pre_hook")),
             self.optimizer.register_step_post_hook(_weak_hook(self, "_post_hook")),
@@ -288,7 +301,7 @@ class SpectraMonitor:
         self._refresh_if_optimizer_grew(in_opt)
         captured: dict[int, dict[str, Any]] = {}
         with torch.no_grad():
-            for e in self._entries:
+            for e in (self._entries if self._dist is None else self._dist.local(self._entries)):
                 p = e.param
                 if id(p) not in in_opt:
                     continue
@@ -311,7 +324,9 @@ class SpectraMonitor:
         captured = self._pending if self._pending_step == step else None
         self._pending, self._pending_step = None, None
         if captured is None:
-            return None
+            if self._dist is None or not self._due(step):
+                return None
+            captured = {}  # distributed: a rank whose capture failed still joins the step's gather
         due = self._due(step)
         try:
             self._analyze(step, due, captured)
@@ -361,8 +376,23 @@ class SpectraMonitor:
             return
         in_opt = self._optimizer_param_ids() if step > 0 else None
         self._refresh_if_optimizer_grew(in_opt)
+        if self._dist is not None:  # this rank's share, streamed locally, then everyone's records (or rank 0's)
+            self._results.extend(self._dist.run_step(
+                lambda entries: self._analyze_entries(step, due, captured, entries, in_opt), self._entries,
+                step=step, analyzers=due, run=self.run, tags=self.tags, on_error=self.on_error,
+                emit=lambda recs: self._emit(recs, step),
+            ))
+            return
+        records = self._analyze_entries(step, due, captured, self._entries, in_opt)
+        self._results.extend(records)
+        self._emit(records, step)
+
+    def _analyze_entries(
+        self, step: int, due: list[Any], captured: Mapping[int, Mapping[str, Any]], entries: list[Any],
+        in_opt: set[int] | None,
+    ) -> list[Record]:
         records: list[Record] = []
-        for e in self._entries:
+        for e in entries:
             if step > 0 and id(e.param) not in (in_opt or set()):
                 continue
             try:
@@ -388,8 +418,7 @@ class SpectraMonitor:
             finally:
                 for st in states:
                     st.release()
-        self._results.extend(records)
-        self._emit(records, step)
+        return records
 
     def _refresh_if_optimizer_grew(self, in_opt: set[int] | None) -> None:
         """Pick up parameters added to the optimizer after attach (add_param_group)."""

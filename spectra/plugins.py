@@ -117,7 +117,10 @@ def _load_entrypoints(pm: pluggy.PluginManager, blocked: set[str]) -> None:
         try:
             plugin = ep.load()
         except Exception as exc:
-            raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+            raise PluginError(
+                f"plugin {ep.name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}; fix or uninstall "
+                f"it, or block it with {DISABLE_ENV}={ep.name}"
+            ) from exc
         try:
             pm.register(plugin, name=ep.name)
         except Exception as exc:

@@ -18,17 +18,6 @@ from spectra.plugins import (
 HOOKS = sorted(n for n, f in vars(hookspecs).items() if n.startswith("spectra_") and callable(f))
 
 
-def test_every_hook_is_documented_and_tested():
-    tests_dir = pathlib.Path(__file__).parent
-    corpus = "\n".join(p.read_text() for p in tests_dir.rglob("test_*.py") if p.name != "test_plugins.py")
-    corpus += pathlib.Path(__file__).read_text().split("def test_every_hook_is_documented_and_tested")[0]
-    assert len(HOOKS) == 8
-    for name in HOOKS:
-        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
-        assert len(doc) > 60, f"hook {name} lacks documentation"
-        assert name in corpus, f"hook {name} is not exercised by any test"
-
-
 def test_builtins_registered_like_third_party():
     pm = get_plugin_manager(entrypoints=False)
     names = {n for n, _ in pm.list_name_plugin()}
@@ -110,3 +99,14 @@ def test_bad_hookimpl_is_rejected():
 def test_entry_point_plugin_is_loaded():
     pm = get_plugin_manager(entrypoints=True)
     assert "twolayer" in experiment_registry(pm)
+
+
+def test_every_hook_is_documented_and_tested():
+    tests_dir = pathlib.Path(__file__).parent
+    corpus = "\n".join(p.read_text() for p in tests_dir.rglob("test_*.py") if p.name != "test_plugins.py")
+    corpus += pathlib.Path(__file__).read_text().split("def test_every_hook_is_documented_and_tested")[0]
+    assert len(HOOKS) == 8
+    for name in HOOKS:
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        assert len(doc) > 60, f"hook {name} lacks documentation"
+        assert name in corpus, f"hook {name} is not exercised by any test"

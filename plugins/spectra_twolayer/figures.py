@@ -185,8 +185,9 @@ def _overlaps(summary: pd.DataFrame, tidy: pd.DataFrame, out: Path) -> list[Path
                 k = B.shape[0]
                 ax.set_xticks(range(k), [str(j + 1) for j in range(k)], fontsize=6)
                 ax.set_yticks(range(k), [str(i + 1) for i in range(k)], fontsize=6)
-                ax.set_xlabel(f"M_{s} singular vector j", fontsize=8)
-                ax.set_ylabel(f"W_{s - 1} singular vector i", fontsize=8)
+                ax.set_xlabel("M_t singular vector j", fontsize=8)
+                if col == 0:
+                    ax.set_ylabel("W_{t−1} singular vector i", fontsize=8)
                 ax.set_title(f"{'left' if 'left' in m else 'right'} overlap², t={s}", fontsize=9)
         if im is not None:
             fig.colorbar(im, ax=axes[:, : len(steps)].ravel().tolist(), shrink=0.8)
@@ -208,8 +209,7 @@ def _overlaps(summary: pd.DataFrame, tidy: pd.DataFrame, out: Path) -> list[Path
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
         fig.suptitle(f"update–weight overlaps: {_LABEL[opt]} η={lr:g}")
-        from matplotlib.figure import Figure  # noqa: F401  (tight_layout does not handle the shared colorbar)
-
+        # bbox_inches="tight" instead of tight_layout, which does not handle the shared colour bar
         fig.savefig(out / f"overlaps_{opt}.png", dpi=DPI, bbox_inches="tight")
         paths.append(out / f"overlaps_{opt}.png")
     return paths
