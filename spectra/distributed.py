@@ -284,6 +284,7 @@ class ShardPlan:
         self._data_group: Any = None
         self._cache: tuple[tuple[str, ...], list[int]] | None = None
         self.last_loads: list[int] = []
+        self._t_local = time.perf_counter()
 
     def __repr__(self) -> str:
         return f"ShardPlan(mode={self.mode!r}, rank={self.rank}, world_size={self.world_size})"
@@ -367,7 +368,8 @@ class ShardPlan:
         return list(self._cache[1])
 
     def local(self, entries: Sequence[Any]) -> list[Any]:
-        """The entries this rank analyzes, in their original order."""
+        """The entries this rank analyzes, in their original order (also starts the local timer)."""
+        self._t_local = time.perf_counter()
         return [e for e, r in zip(entries, self.owners(entries)) if r == self.rank]
 
     # -------------------------------------------------------------- failure and gather
@@ -405,6 +407,7 @@ class ShardPlan:
 
         gathered: list[Any] = [None] * self.world_size
         t0 = time.perf_counter()
+        local_s = t0 - self._t_local
         try:
             dist.all_gather_object(gathered, (list(records), error), group=self._group("data"))
         except Exception as exc:
@@ -434,9 +437,11 @@ class ShardPlan:
             for j, rec in enumerate(recs)
         ]
         keyed.sort(key=lambda t: t[:3])
+        timing = {"rank": self.rank, "step": step, "local_s": local_s, "gather_s": gather_s,
+                  "local_layers": sum(1 for r in self.owners(entries) if r == self.rank), "loads": self.last_loads}
         logger.debug(
-            "rank %d gathered %d records of step %d in %.3f s", self.rank, len(keyed), step, gather_s,
-            extra={"spectra_gather_s": gather_s},
+            "rank %d: own share analyzed in %.3f s, %d records of step %d gathered in %.3f s", self.rank, local_s,
+            len(keyed), step, gather_s, extra={"spectra_timing": timing},
         )
         return [t[3] for t in keyed]
 
@@ -451,7 +456,6 @@ class ShardPlan:
         """
         local = self.local(entries)
         error = None
-        t0 = time.perf_counter()
         try:
             records = list(fn(local))
         except Exception as exc:
@@ -460,11 +464,6 @@ class ShardPlan:
                 warnings.warn(f"spectra: rank {self.rank} failed to analyze step {step}: {error}", RuntimeWarning,
                               stacklevel=3)
             records = self.failed_records(exc, local, [], analyzers=analyzers, run=run, step=step, tags=tags)
-        local_s = time.perf_counter() - t0
-        logger.debug(
-            "rank %d analyzed %d of %d layers at step %d in %.3f s", self.rank, len(local), len(entries), step,
-            local_s, extra={"spectra_local_s": local_s, "spectra_local_layers": len(local)},
-        )
         emit_error: Exception | None = None
         if emit is not None:
             try:

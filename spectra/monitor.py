@@ -88,6 +88,9 @@ class SpectraMonitor:
         plugins: extra plugin objects for this monitor.
         plugin_manager: a ready plugin manager (overrides ``plugins``).
         attach: register the hooks now (default). Otherwise call :meth:`attach` later.
+        blas_threads: BLAS/LAPACK threads used by the analysis (default 1: right after a training step torch's
+            OpenMP workers still spin, and a multi-threaded LAPACK call competing with them was measured ~30x
+            slower; see :mod:`spectra._threads`). ``None`` leaves the process's setting alone.
         distributed: ``None`` (default), ``"auto"``, ``"shard"`` or ``"rank0"``: share the layers among
             ``torch.distributed`` ranks (see :mod:`spectra.distributed`; FSDP models raise NotImplementedError).
 
@@ -119,6 +122,7 @@ class SpectraMonitor:
         plugin_manager: Any = None,
         attach: bool = True,
         distributed: Any = None,
+        blas_threads: int | None = 1,
     ) -> None:
         import torch
 
@@ -130,6 +134,10 @@ class SpectraMonitor:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if blas_threads is not None and (not isinstance(blas_threads, int) or isinstance(blas_threads, bool)
+                                         or blas_threads < 1):
+            raise ValueError(f"blas_threads must be a positive integer or None, got {blas_threads!r}")
+        self.blas_threads = blas_threads
         if conv_slices not in CONV_SLICES:
             raise ValueError(f"conv_slices must be one of {CONV_SLICES}, got {conv_slices!r}")
         if schedule is not None and every is not None:
@@ -374,6 +382,12 @@ class SpectraMonitor:
     def _analyze(self, step: int, due: list[Any], captured: Mapping[int, Mapping[str, Any]]) -> None:
         if not due:
             return
+        from ._threads import limit_blas_threads
+
+        with limit_blas_threads(self.blas_threads):
+            self._analyze_step(step, due, captured)
+
+    def _analyze_step(self, step: int, due: list[Any], captured: Mapping[int, Mapping[str, Any]]) -> None:
         in_opt = self._optimizer_param_ids() if step > 0 else None
         self._refresh_if_optimizer_grew(in_opt)
         if self._dist is not None:  # this rank's share, streamed locally, then everyone's records (or rank 0's)

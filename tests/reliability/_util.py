@@ -59,7 +59,11 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def twin_run(make_model: Callable[[], nn.Module], make_opt: Callable[[Any], torch.optim.Optimizer],
              body: Callable[[nn.Module, torch.optim.Optimizer, Any], Any], monitor_kwargs: dict[str, Any]):
-    """Run ``body`` twice, unmonitored and monitored; return (monitor, plain state, monitored state, result)."""
+    """Run ``body`` twice, unmonitored and monitored.
+
+    Returns:
+        (monitor, plain state, monitored state, (body's result, warning messages of the monitored run)).
+    """
     import spectra
 
     m0 = make_model()
@@ -67,11 +71,11 @@ def twin_run(make_model: Callable[[], nn.Module], make_opt: Callable[[Any], torc
     body(m0, o0, None)
     m1 = make_model()
     o1 = make_opt(m1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         mon = spectra.SpectraMonitor(m1, o1, **monitor_kwargs)
         out = body(m1, o1, mon)
-    return mon, snapshot(m0), snapshot(m1), out
+    return mon, snapshot(m0), snapshot(m1), (out, [str(w.message) for w in caught])
 
 
 def hooks_of(opt: torch.optim.Optimizer) -> int:
