@@ -342,8 +342,7 @@ class ShardPlan:
         for key in sorted(set().union(*(g.keys() for g in gathered))):
             values = [g.get(key, "<missing>") for g in gathered]
             if len(set(values)) > 1:
-                shown = "; ".join(f"rank {r}: {_short(v)}" for r, v in enumerate(values))
-                diffs.append(f"{key} ({shown})")
+                diffs.append(f"{key} ({_explain(values)})")
         if diffs:
             self.close()
             raise ValueError(
@@ -436,7 +435,7 @@ class ShardPlan:
             for r, (recs, _) in enumerate(gathered)
             for j, rec in enumerate(recs)
         ]
-        keyed.sort(key=lambda t: t[:3])
+        keyed.sort(key=lambda t: (t[1], t[2]))
         timing = {"rank": self.rank, "step": step, "local_s": local_s, "gather_s": gather_s,
                   "local_layers": sum(1 for r in self.owners(entries) if r == self.rank), "loads": self.last_loads}
         logger.debug(
@@ -478,6 +477,33 @@ class ShardPlan:
 
 def _short(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _explain(values: Sequence[str]) -> str:
+    """Each rank's value; for lists (analyzers, layers) only what differs from rank 0's list."""
+    try:
+        parsed = [json.loads(v) for v in values]
+    except ValueError:
+        parsed = []
+    if not parsed or not all(isinstance(p, list) for p in parsed):
+        return "; ".join(f"rank {r}: {_short(v)}" for r, v in enumerate(values))
+    items = [[json.dumps(x, sort_keys=True) for x in p] for p in parsed]
+    out = []
+    for r in range(1, len(items)):
+        if items[r] == items[0]:
+            continue
+        extra = [x for x in items[r] if x not in items[0]]
+        missing = [x for x in items[0] if x not in items[r]]
+        if not (extra or missing):
+            out.append(f"rank {r}: the same entries as rank 0 in another order")
+            continue
+        parts = []
+        if extra:
+            parts.append(f"has {len(extra)} not on rank 0: {_short(', '.join(extra), 200)}")
+        if missing:
+            parts.append(f"lacks {len(missing)} of rank 0's: {_short(', '.join(missing), 200)}")
+        out.append(f"rank {r} " + " and ".join(parts))
+    return "; ".join(out)
 
 
 def make_plan(distributed: Any, model: Any = None) -> ShardPlan | None:
