@@ -11,11 +11,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .hookspecs import hookimpl
+from .hookspecs import hookimpl  # noqa: F401 (re-exported)
 
 # ``analyze`` is both a submodule and the function users call: bind the function eagerly so that importing
 # the submodule later cannot shadow it (the module's own imports are light: numpy, no pandas/scipy).
-from .analyze import analyze  # noqa: E402
+from .analyze import analyze  # noqa: E402, F401 (re-exported)
 
 __version__ = "0.1.0"
 

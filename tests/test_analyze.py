@@ -1,6 +1,4 @@
 import copy
-import pickle
-import warnings
 
 import numpy as np
 import pytest

@@ -44,16 +44,18 @@ KEYS = ["run", "step", "layer", "view", "matrix", "analyzer", "metric", "index"]
 
 # ----------------------------------------------------------------------------------------------- models
 class Mixed(nn.Module):
-    """Layers of different costs and view kinds (conv slices, q/k/v split) so the assignment is not trivial."""
+    """Layers of different costs and view kinds (conv slices, q/k/v split), ordered so that the two ranks'
+    shares interleave (a merge that grouped rows by rank would change the row order)."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.small = nn.Linear(12, 10)
         self.big = nn.Linear(48, 64)
         self.mid = nn.Linear(40, 24)
-        self.small = nn.Linear(12, 10)
         self.conv = nn.Conv2d(6, 8, 3)
         self.attn = nn.MultiheadAttention(16, 2)
         self.emb = nn.Embedding(30, 20)
+        self.big2 = nn.Linear(64, 48)
 
 
 def _mixed() -> nn.Module:
@@ -63,7 +65,9 @@ def _mixed() -> nn.Module:
 
 def _mlp() -> nn.Module:
     torch.manual_seed(3)
-    return nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 10), nn.Tanh(), nn.Linear(10, 3)).double()
+    layers = [nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 40), nn.Tanh(), nn.Linear(40, 10), nn.Tanh(),
+              nn.Linear(10, 3)]
+    return nn.Sequential(*layers).double()  # costs put layer "2" alone on rank 0: the shares interleave
 
 
 def _batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,7 +255,7 @@ def test_failing_rank_gets_failed_rows_other_rank_results_kept(ranks):
 def test_sharded_monitored_ddp_training_equals_single_process(ranks):
     for r in ranks:  # the plain monitor on the same rank is the single-process table
         assert set(r["mon_ref"]["step"]) == set(range(STEPS + 1))
-        assert set(r["mon_ref"]["layer"]) == {"0", "2", "4"}  # DDP unwrapped: the plain model's names
+        assert set(r["mon_ref"]["layer"]) == {"0", "2", "4", "6"}  # DDP unwrapped: the plain model's names
         _assert_same_table(r["mon_shard"], r["mon_ref"])
     _assert_same_table(ranks[0]["mon_r0"], ranks[0]["mon_ref"])
     assert len(ranks[1]["mon_r0"]) == 0
@@ -269,7 +273,7 @@ def test_sharded_monitored_ddp_training_equals_single_process(ranks):
 def test_each_rank_streams_only_its_share_and_read_merges(ranks):
     emitted = [r["emitted"] for r in ranks]
     assert emitted[0] and emitted[1] and not (emitted[0] & emitted[1])
-    assert emitted[0] | emitted[1] == {"0", "2", "4"}
+    assert emitted[0] | emitted[1] == {"0", "2", "4", "6"}
     merged = spectra.Results.read(ranks[0]["tmp"] / "log").to_pandas()
     _assert_same_table(merged, ranks[0]["mon_ref"], sort=True)
 

@@ -3,7 +3,6 @@
 import importlib.util
 import pathlib
 
-import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 

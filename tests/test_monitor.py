@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import os
 import warnings
 
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 import spectra
-from spectra import Analyzer, Measurement, SpectraMonitor
+from spectra import Analyzer, SpectraMonitor
 from spectra.results import Results
 
 

@@ -452,7 +452,7 @@ def _claim9(c: _Ctx) -> None:
               ", ".join(_fmt(x) for x in nx), "≥ 0.3 at ≥ half of the steps (no slack)", bool(frac >= 0.5))
         sr = ad.loc[ts, "update_stable_rank"].astype(float)
         c.add("9", "9d", "stable rank of M_t grows (Adam)", " → ".join(_fmt(x, 2) for x in sr),
-              f"sr(M_T) > sr(M_2)", bool(sr.iloc[-1] > sr.iloc[0]))
+              "sr(M_T) > sr(M_2)", bool(sr.iloc[-1] > sr.iloc[0]))
     if not gd.empty:
         T = int(gd["steps"].iloc[0])
         coll = collapse_step(gd["student_mse"])
@@ -544,7 +544,6 @@ def _claim11(c: _Ctx) -> None:
 
 
 def _claim12(c: _Ctx) -> None:
-    st = CLAIMS["12"]
     ln = c.rows("losses_n")
     if ln.empty:
         c.na("12", "12a", "loss vs n", "the preset runs no n sweep")

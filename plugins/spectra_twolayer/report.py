@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from .claims import CLAIMS, claim_rollup
+from .claims import claim_rollup
 
 __all__ = ["write_report", "versions"]
 

@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,33 +93,34 @@ def _progress(progress: Any, total: int):
 
 
 def _ww_crosscheck(final: dict[str, np.ndarray], summary: pd.DataFrame) -> pd.DataFrame | None:
-    """WeightWatcher's alpha on a few final weights next to ours (None when weightwatcher is missing)."""
-    try:
-        import weightwatcher  # noqa: F401
-    except Exception:  # noqa: BLE001 - optional dependency, any import failure means "not available"
+    """WeightWatcher's alpha on a few final weights next to ours (None when weightwatcher is missing).
+
+    Goes through :func:`spectra.compare_weightwatcher`, which keeps WeightWatcher on its CPU path and restores
+    the logging, warnings and stdout state it would otherwise change.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("weightwatcher") is None:
         return None
     import torch
+
+    from spectra.compat.weightwatcher import compare_weightwatcher
 
     rows = []
     for run, W in final.items():
         last = summary[(summary["run"] == run)].sort_values("step").iloc[-1]
+        error = None
         try:
             model = torch.nn.Sequential(torch.nn.Linear(W.shape[1], W.shape[0], bias=False))
             with torch.no_grad():
                 model[0].weight.copy_(torch.as_tensor(W))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-                import weightwatcher as ww
-
-                details = ww.WeightWatcher(model=model).analyze(plot=False)
-            ww_alpha = float(details["alpha"].iloc[0])
-            ww_hill = None
-        except Exception as e:  # noqa: BLE001
-            ww_alpha, ww_hill = float("nan"), f"{type(e).__name__}: {e}"
+            table = compare_weightwatcher(model, fit="ww")
+            ww_alpha = float(table["alpha_ww"].iloc[0])
+        except Exception as e:  # noqa: BLE001 - the cross-check is informational; report, never crash
+            ww_alpha, error = float("nan"), f"{type(e).__name__}: {e}"
         rows.append({"run": run, "step": int(last["step"]), "ours alpha_ks": round(float(last["alpha_ks"]), 4),
                      "ours alpha_hill": round(float(last["alpha_hill"]), 4), "weightwatcher alpha": round(ww_alpha, 4),
-                     **({"error": ww_hill} if ww_hill else {})})
+                     **({"error": error} if error else {})})
     return pd.DataFrame(rows) if rows else None
 
 
@@ -189,7 +189,6 @@ def run_twolayer(
         RuntimeError: ``device="cuda"`` without CUDA.
         FileExistsError: ``out`` exists and is not empty, and ``force`` is false.
     """
-    import torch
 
     t0 = time.perf_counter()
     cfg: TwoLayerConfig = make_config(preset, overrides)

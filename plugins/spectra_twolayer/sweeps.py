@@ -14,7 +14,7 @@ Pairing (PAPER §6):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import TwoLayerConfig

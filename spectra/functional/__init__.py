@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 # ``esd`` is both a submodule and a function: import it eagerly so the function wins (numpy only, cheap)
-from .esd import ESD_METHODS, esd, esd_pooled  # noqa: E402
+from .esd import ESD_METHODS, esd, esd_pooled  # noqa: E402, F401
 
 _EAGER = ("esd", "esd_pooled", "ESD_METHODS")
 _EXPORTS = {

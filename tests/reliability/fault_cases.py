@@ -30,7 +30,7 @@ import spectra
 from spectra import Analyzer, Measurement, SpectraMonitor
 from spectra.functional import esd, fit_power_law, mp_fit, norm_metrics
 
-from ._util import batch, bits, captured_cli, hooks_of, mlp, same_state, snapshot, step, train, twin_run
+from ._util import batch, captured_cli, hooks_of, mlp, same_state, snapshot, step, train, twin_run
 
 ENTRY_FUNCTIONAL = "functional (esd / fit_power_law / norm_metrics / mp_fit)"
 ENTRY_ANALYZE = "spectra.analyze"
