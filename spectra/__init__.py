@@ -31,7 +31,9 @@ _EXPORTS = {
     "at": "schedules",
     "logspaced": "schedules",
 }
-_SUBMODULES = ("functional", "plot", "experiments", "schedules", "layers", "plugins", "analyzers", "results")
+_SUBMODULES = (
+    "functional", "plot", "experiments", "schedules", "layers", "plugins", "analyzers", "results", "distributed",
+)
 
 __all__ = sorted(["hookimpl", "analyze", "__version__", *_EXPORTS, *_SUBMODULES])
 

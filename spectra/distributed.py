@@ -435,7 +435,7 @@ class ShardPlan:
             for r, (recs, _) in enumerate(gathered)
             for j, rec in enumerate(recs)
         ]
-        keyed.sort(key=lambda t: (t[1], t[2]))
+        keyed.sort(key=lambda t: t[:3])
         timing = {"rank": self.rank, "step": step, "local_s": local_s, "gather_s": gather_s,
                   "local_layers": sum(1 for r in self.owners(entries) if r == self.rank), "loads": self.last_loads}
         logger.debug(

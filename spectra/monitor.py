@@ -266,8 +266,17 @@ class SpectraMonitor:
 
     def __del__(self) -> None:  # hooks hold only a weak reference: remove them when the monitor is collected
         try:
-            for h in self._handles:
+            handles = self._handles
+            for h in handles:
                 h.remove()
+            if handles and getattr(self, "_attached", False):
+                # an attached monitor that nobody references can record nothing anyone could read: say so
+                warnings.warn(
+                    "spectra: a SpectraMonitor was garbage-collected while attached, so its hooks were removed. "
+                    "Keep a reference (monitor = SpectraMonitor(...)) or use it as a context manager.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         except Exception:
             pass
 

@@ -53,9 +53,22 @@ def write_part(log_dir: Path, records: Sequence[Any], step: int, run: str) -> Pa
     parts = Path(log_dir) / "records"
     parts.mkdir(parents=True, exist_ok=True)
     safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(run))[:64]
-    path = parts / f"step-{int(step):08d}-{safe_run}-{uuid.uuid4().hex[:8]}.parquet"
+    rank = _rank_suffix()
+    path = parts / f"step-{int(step):08d}-{safe_run}{rank}-{uuid.uuid4().hex[:8]}.parquet"
     _atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def _rank_suffix() -> str:
+    """``-r<rank>`` inside an initialised torch.distributed job (each rank streams its own parts), else ``""``."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return f"-r{dist.get_rank()}"
+    except Exception:  # pragma: no cover - a broken distributed setup must not stop logging
+        pass
+    return ""
 
 
 def write_meta(log_dir: Path, attrs: dict[str, Any], layers_frame: Any) -> Path:
@@ -95,7 +108,11 @@ def read_log_dir(log_dir: Path):
             warnings.warn(f"skipping unreadable results part {part.name}: {exc}", RuntimeWarning, stacklevel=2)
     if frames:
         df = pd.concat(frames, ignore_index=True)
-        df = df.sort_values(["run", "step"], kind="stable").reset_index(drop=True)
+        # parts from several ranks interleave layers: restore the layers table's order within each step
+        order = {name: i for i, name in enumerate(dict.fromkeys(r.get("layer") for r in layers))}
+        position = df["layer"].map(order).fillna(len(order)).astype("int64")
+        df = (df.assign(_pos=position).sort_values(["run", "step", "_pos"], kind="stable")
+              .drop(columns="_pos").reset_index(drop=True))
     else:
         from .results import _records_frame
 
