@@ -234,6 +234,7 @@ class SpectraMonitor:
             self.optimizer.register_step_post_hook(_weak_hook(self, "_post_hook")),
         ]
         self._attached = True
+        self._attach_step = self.step
         self._detached_once = False
         if self.log_dir is not None:
             from .sinks import write_meta
@@ -269,8 +270,8 @@ class SpectraMonitor:
             handles = self._handles
             for h in handles:
                 h.remove()
-            if handles and getattr(self, "_attached", False):
-                # an attached monitor that nobody references can record nothing anyone could read: say so
+            if handles and getattr(self, "_attached", False) and self.step == getattr(self, "_attach_step", -1):
+                # collected before it saw a single step: almost surely created without keeping a reference
                 warnings.warn(
                     "spectra: a SpectraMonitor was garbage-collected while attached, so its hooks were removed. "
                     "Keep a reference (monitor = SpectraMonitor(...)) or use it as a context manager.",
