@@ -5,7 +5,7 @@ Models (seeded, random init): a GPT-2-small-shaped stack (12 blocks of Linear 76
 CPU path (scipy SVD), spectra with its default ESD backend. Also reports how far the alphas of the two agree
 (spectra ``fit="ww"`` must give WeightWatcher's alphas) and the load average, since the machine is shared.
 
-Run: ``python benchmarks/bench_analyze.py [--out benchmarks/results/ww.md] [--blocks 12]``
+Run: ``python benchmarks/bench_analyze.py [--out benchmarks/results/analyze.md] [--blocks 12]``
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def main() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(
             "# WeightWatcher 0.7.7 vs spectra: wall time\n\n`python benchmarks/bench_analyze.py --out "
-            "benchmarks/results/ww.md`\n\n" + text
+            "benchmarks/results/analyze.md`\n\n" + text
         )
 
 

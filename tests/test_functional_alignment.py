@@ -7,21 +7,6 @@ import pytest
 import scipy.linalg
 import torch
 
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    # multi-threaded OpenBLAS spins under CPU contention (DESIGN §6): 0.03 s tests then take seconds
-    if threadpool_limits is None:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
-
 from spectra.functional.alignment import (
     GRAM_RCOND,
     SVD_FULL_FRACTION,
