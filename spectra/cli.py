@@ -163,14 +163,27 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     report = experiments.run(args.experiment, preset=preset, out=out, force=args.force,
                              progress=None if not args.quiet else False, **overrides)
     claims = getattr(report, "claims", None)
-    if claims is not None and len(claims):
-        import pandas as pd
-
-        cols = [c for c in ("claim", "verdict", "measured", "tolerance") if c in claims.columns]
-        with pd.option_context("display.max_colwidth", 90, "display.width", 200):
-            _out(claims[cols].to_string(index=False))
+    if claims is not None and len(claims) and {"claim", "verdict"} <= set(claims.columns):
+        _out(_claims_summary(claims))
     _out(f"report: {Path(out) / 'report.md'}")
     return 0
+
+
+def _claims_summary(claims: Any) -> str:
+    """One line per claim: its verdict and, for failures, the failed checks' measured values (shortened)."""
+    lines = []
+    for cid, sub in claims.groupby("claim", sort=False):
+        verdicts = sub["verdict"].astype(str)
+        evaluated = verdicts[verdicts.isin(["PASS", "FAIL"])]
+        verdict = "not evaluated" if evaluated.empty else ("FAIL" if (evaluated == "FAIL").any() else "PASS")
+        line = f"claim {cid:>3}: {verdict}"
+        if verdict == "FAIL":
+            failed = sub[verdicts == "FAIL"]
+            detail = "; ".join(f"{r.check}: {str(r.measured)[:60]} (want {str(r.tolerance)[:40]})"
+                               for r in failed.itertuples()) if "check" in sub else ""
+            line += f"  [{detail}]" if detail else ""
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:

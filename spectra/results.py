@@ -8,7 +8,6 @@ vector-valued metrics and ``<NA>`` for scalars; ``status`` is ``ok | warn | fail
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -165,7 +164,7 @@ class Results:
 
     # ----------------------------------------------------------------- views
     def __len__(self) -> int:
-        return len(self.to_pandas())
+        return (len(self._frame) if self._frame is not None else 0) + len(self._records)
 
     @property
     def records(self) -> list[Record]:
@@ -312,7 +311,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return str(obj)
-
-
-def warn_once(message: str) -> None:
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
