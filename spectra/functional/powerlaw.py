@@ -311,7 +311,8 @@ def _fit_ww_small(x: np.ndarray, thr: float | None) -> TailFit:
         alphas[i] = a
         if a <= 1.0:
             continue
-        Ds[i] = float(np.max(np.abs(np.arange(n_int, dtype=np.float64) / n - (1.0 - (x[i:] / x[i]) ** (1.0 - a)))))
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # extreme ratios: D is then inf/NaN
+            Ds[i] = float(np.max(np.abs(np.arange(n_int, dtype=np.float64) / n - (1.0 - (x[i:] / x[i]) ** (1.0 - a)))))
         any_fit = True
     if not any_fit:  # WW falls back to the whole sample as the tail
         n = float(N)
