@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> Path:
                           nn.Linear(args.width, 10))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
 
-    with spectra.SpectraMonitor(model, opt, every=args.every, log_dir=out / "log", run="mlp") as monitor:
+    # spectrum=True also records every eigenvalue, for the ESD-over-steps figure
+    with spectra.SpectraMonitor(model, opt, every=args.every, log_dir=out / "log", run="mlp",
+                                analyzer_options={"esd": {"spectrum": True}}) as monitor:
         for _ in range(args.steps):
             x = torch.randn(256, 64)
             with torch.no_grad():
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> Path:
     last = int(wide["step"].max())
     spectra.plot.plot_overlap_heatmap(res, layer="2", step=last, matrix="update", path=out / "overlap_heatmap.png")
     spectra.plot.plot_alpha_bars(res, path=out / "alpha_bars.png")
+    spectra.plot.plot_esd_snapshots(res.spectra("2"), path=out / "esd_over_steps.png",
+                                    title="layer 2: ESD over training")
     return out
 
 

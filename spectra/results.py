@@ -219,6 +219,35 @@ class Results:
         wide.attrs = dict(self.attrs)
         return wide
 
+    def spectra(self, layer: str, *, view: str | None = None, matrix: str = "weight", run: str | None = None):
+        """Full spectra of one layer by step, ``{step: ascending eigenvalues}``, for :func:`spectra.plot.
+        plot_esd_snapshots`. Needs the ``esd`` analyzer's ``spectrum=True`` option (rows of metric
+        ``eigenvalue``).
+
+        Raises:
+            ValueError: no eigenvalue rows for that layer (the message says how to record them and lists the
+                layers that have them), or several views/runs when none is chosen.
+        """
+        df = self.to_pandas()
+        ev = df[(df["metric"] == "eigenvalue") & (df["matrix"] == matrix)]
+        have = sorted(ev["layer"].dropna().unique().tolist())
+        ev = ev[ev["layer"] == layer]
+        if ev.empty:
+            raise ValueError(
+                f"no eigenvalue rows for layer {layer!r} (matrix {matrix!r}); record them with "
+                f"analyzer_options={{'esd': {{'spectrum': True}}}}. Layers with spectra: {have or 'none'}"
+            )
+        for col, chosen in (("view", view), ("run", run)):
+            values = sorted(ev[col].dropna().unique().tolist())
+            if chosen is not None:
+                ev = ev[ev[col] == chosen]
+            elif len(values) > 1:
+                raise ValueError(f"layer {layer!r} has several {col}s {values}; pass {col}=...")
+        out = {}
+        for step, grp in ev.groupby("step", sort=True):
+            out[int(step)] = grp.sort_values("index")["value"].to_numpy(dtype=np.float64)
+        return out
+
     def summary(self):
         """Per-metric mean/median/min/max over layers at each step, counting failed rows separately."""
         df = self.to_pandas()

@@ -17,7 +17,7 @@ def _load(name):
 def test_monitor_training_example(tmp_path):
     out = _load("monitor_training").main(["--steps", "20", "--every", "10", "--width", "48", "--out", str(tmp_path)])
     for f in ("records.parquet", "records.csv", "summary.csv", "alpha_hill_vs_step.png", "overlap_heatmap.png",
-              "alpha_bars.png", "overlap_top1_vs_step.png"):
+              "alpha_bars.png", "overlap_top1_vs_step.png", "esd_over_steps.png"):
         assert (out / f).stat().st_size > 0, f
     import spectra
 

@@ -77,3 +77,15 @@ def test_concat_and_missing_file(tmp_path):
 def test_empty_results_have_schema():
     df = Results().to_pandas()
     assert list(df.columns) == list(COLUMNS) and len(df) == 0
+
+
+def test_spectra_by_step_for_snapshots():
+    recs = [Record("r", step, "fc1", "W", "weight", "esd", "eigenvalue", float(v), i)
+            for step in (0, 5) for i, v in enumerate([1.0 + step, 2.0 + step, 3.0 + step])]
+    recs.append(Record("r", 0, "fc2", "W", "weight", "esd", "lambda_max", 9.0))
+    res = Results(recs)
+    sp = res.spectra("fc1")
+    assert list(sp) == [0, 5]
+    np.testing.assert_array_equal(sp[5], [6.0, 7.0, 8.0])
+    with pytest.raises(ValueError, match="spectrum.*True.*fc1"):
+        res.spectra("fc2")
