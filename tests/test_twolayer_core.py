@@ -313,3 +313,20 @@ def test_library_tail_options_match_paper_estimators(kind):
     assert math.isclose(fit.alpha, _alpha_ks_ref(lam), rel_tol=1e-9)
     hill = fit_power_law(lam, method="hill", xmin_pos=opts["xmin_pos"])
     assert math.isclose(hill.alpha, _alpha_hill_ref(lam), rel_tol=1e-12)
+
+
+def test_weightnorm_comparison_reports_expected_direction():
+    import pandas as pd
+
+    from spectra_twolayer.report import weightnorm_comparison
+
+    rows = []
+    for wn, (edge, alpha, nout) in ((False, (200.0, 1.9, 300.0)), (True, (3.0, 1.7, 500.0))):
+        for step in (0, 10):
+            rows.append({"group": "weightnorm", "weight_norm": wn, "step": step, "lambda1_over_edge": edge,
+                         "alpha_hill": alpha, "n_out": nout})
+    table = weightnorm_comparison(pd.DataFrame(rows)).set_index("metric")
+    assert table.loc["λ1/edge (spike)", "observed"] == "as expected"
+    assert table.loc["α_Hill (bulk)", "observed"] == "as expected"
+    assert table.loc["n_out (outliers)", "observed"] == "not as expected"  # 500 > 300 outliers
+    assert weightnorm_comparison(pd.DataFrame(rows).assign(group="grid")) is None

@@ -44,6 +44,29 @@ def _verdict(v: str, marginal: bool) -> str:
     return s + (" (marginal)" if marginal else "")
 
 
+def weightnorm_comparison(summary: pd.DataFrame) -> pd.DataFrame | None:
+    """Final-step λ1/edge, α_Hill and n_out of the weight-normalisation pair, with the expected direction.
+
+    Returns None when the summary holds no pair of runs differing only in ``weight_norm``.
+    """
+    need = {"group", "weight_norm", "step", "lambda1_over_edge", "alpha_hill", "n_out"}
+    if not need <= set(summary.columns):
+        return None
+    sub = summary[summary["group"] == "weightnorm"]
+    if sub.empty or sub["weight_norm"].nunique() < 2:
+        return None
+    last = sub[sub["step"] == sub["step"].max()].set_index("weight_norm")
+    off, on = last.loc[False], last.loc[True]
+    rows = []
+    for metric, label, expect in (("lambda1_over_edge", "λ1/edge (spike)", "lower with normalisation"),
+                                  ("alpha_hill", "α_Hill (bulk)", "lower (heavier bulk) with normalisation"),
+                                  ("n_out", "n_out (outliers)", "fewer with normalisation")):
+        a, b = float(off[metric]), float(on[metric])
+        rows.append({"metric": label, "off": round(a, 4), "on": round(b, 4), "expected": expect,
+                     "observed": "as expected" if b < a else "not as expected"})
+    return pd.DataFrame(rows)
+
+
 def write_report(
     path: Path,
     *,
@@ -106,6 +129,13 @@ def write_report(
     ch["verdict"] = [_verdict(x, m) for x, m in zip(ch["verdict"], ch["marginal"])]
     L.append(_md_table(ch[["check", "statement", "measured", "tolerance", "verdict", "note"]]))
     L.append("")
+    wn = weightnorm_comparison(summary)
+    if wn is not None:
+        L.append("## Weight normalisation (informational, PAPER §7)\n")
+        L.append("Expected pattern: normalising the weights suppresses the spike, leaves a heavier bulk and fewer "
+                 "outliers. Final step, same init and data, weight normalisation off vs on:\n")
+        L.append(_md_table(wn))
+        L.append("")
     if ww is not None and len(ww):
         L.append("## WeightWatcher cross-check\n")
         L.append("WeightWatcher's alpha for the final weights of a few runs, next to ours (same matrix).\n")
