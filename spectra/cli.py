@@ -72,9 +72,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     _check_out(out, args.force)
     if args.plot:
         _check_out(Path(args.plot) / "alpha_bars.png", args.force)
+    plot_dir = Path(args.plot) if args.plot else None
+    if plot_dir is not None and plot_dir.exists() and any(plot_dir.iterdir()) and not args.force:
+        raise FileExistsError(f"{plot_dir} exists and is not empty; pass --force to write figures into it")
     target = resolve_target(args.target)
     res = spectra.analyze(target, fit=args.fit, layers=args.layers, conv_slices=args.conv_slices,
-                          progress=None if not args.quiet else False)
+                          progress=None if not args.quiet else False,
+                          analyzer_options={"esd": {"spectrum": True}} if plot_dir is not None else None)
     wide = res.to_wide()
     cols = [c for c in ("layer", "view", "N", "M", "alpha", "alpha_hill", "D", "n_tail", "lambda_max",
                         "stable_rank", "num_spikes") if c in wide.columns]
@@ -93,15 +97,42 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if out is not None:
         _write_table(res, out)
         _out(f"wrote {out}")
-    if args.plot:
-        from . import plot
-
-        pdir = Path(args.plot)
-        pdir.mkdir(parents=True, exist_ok=True)
-        if len(wide) and "alpha" in wide:
-            plot.plot_alpha_bars(res, path=pdir / "alpha_bars.png")
-            _out(f"wrote {pdir / 'alpha_bars.png'}")
+    if plot_dir is not None:
+        for written in _write_analyze_figures(res, wide, plot_dir):
+            _out(f"wrote {written}")
     return 0
+
+
+MAX_ESD_FIGURES = 24
+
+
+def _write_analyze_figures(res: Any, wide: Any, plot_dir: Path) -> list[Path]:
+    """The alpha bar chart and one ESD figure (log-log, fitted tail) per layer view, the largest layers first."""
+    from types import SimpleNamespace
+
+    from . import plot
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if len(wide) and "alpha" in wide:
+        plot.plot_alpha_bars(res, path=plot_dir / "alpha_bars.png")
+        written.append(plot_dir / "alpha_bars.png")
+    views = wide.sort_values("N", ascending=False) if "N" in wide else wide
+    for row in views.head(MAX_ESD_FIGURES).itertuples(index=False):
+        layer, view = str(row.layer), str(row.view)
+        try:
+            evals = res.spectra(layer, view=view)[int(row.step)]
+        except (ValueError, KeyError):
+            continue
+        fit = None
+        if "alpha" in wide and row.alpha == row.alpha:  # not NaN
+            fit = SimpleNamespace(alpha=row.alpha, xmin=row.xmin, xmax=row.xmax, D=row.D, n_tail=row.n_tail,
+                                  method=res.attrs.get("fit"))
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"esd_{layer}_{view}")
+        path = plot_dir / f"{name}.png"
+        plot.plot_esd(evals, fit=fit, path=path, title=f"{layer} [{view}]")
+        written.append(path)
+    return written
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ def test_analyze_prints_summary_and_writes_table(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "alpha" in text and "0" in text and "wrote" in text
     assert out.exists() and (tmp_path / "figs" / "alpha_bars.png").exists()
+    assert sorted(p.name for p in (tmp_path / "figs").glob("esd_*.png")) == ["esd_0_W.png", "esd_2_W.png"]
     from spectra import Results
 
     assert set(Results.read(out).to_pandas()["layer"]) == {"0", "2"}
