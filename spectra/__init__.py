@@ -32,7 +32,7 @@ _EXPORTS = {
     "logspaced": "schedules",
 }
 _SUBMODULES = (
-    "functional", "plot", "experiments", "schedules", "layers", "plugins", "analyzers", "results", "distributed",
+    "functional", "plot", "experiments", "schedules", "layers", "plugins", "analyzers", "results", "distributed", "sinks",
 )
 
 __all__ = sorted(["hookimpl", "analyze", "__version__", *_EXPORTS, *_SUBMODULES])

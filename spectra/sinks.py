@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from .hookspecs import hookimpl
 
-__all__ = ["StreamingSink", "write_part", "write_meta", "read_log_dir", "PART_GLOB"]
+__all__ = ["StreamingSink", "ScalarWriterSink", "write_part", "write_meta", "read_log_dir", "PART_GLOB"]
 
 PART_GLOB = "step-*.parquet"
 
@@ -127,3 +127,36 @@ class StreamingSink:
     def spectra_log_records(self, records: Sequence[Any], step: int, run: str, log_dir: Any) -> None:
         if log_dir is not None:
             write_part(Path(log_dir), records, step, run)
+
+
+class ScalarWriterSink:
+    """Plugin: send scalar metrics to anything with ``add_scalar(tag, value, step)`` (TensorBoard's
+    ``SummaryWriter``, tensorboardX, ...).
+
+    Tags are ``<prefix>/<matrix>/<metric>/<layer>[<view>]``; only ``ok``/``warn`` scalar rows (no ``index``)
+    with a finite value are sent, optionally restricted to ``metrics``.
+
+    Example:
+        >>> from torch.utils.tensorboard import SummaryWriter                   # doctest: +SKIP
+        >>> sink = ScalarWriterSink(SummaryWriter("runs/exp1"), metrics={"alpha", "alpha_hill"})  # doctest: +SKIP
+        >>> monitor = spectra.SpectraMonitor(model, opt, plugins=[sink])         # doctest: +SKIP
+    """
+
+    def __init__(self, writer: Any, *, metrics: Any = None, prefix: str = "spectra") -> None:
+        if not callable(getattr(writer, "add_scalar", None)):
+            raise TypeError(f"writer must have an add_scalar(tag, value, step) method, got {type(writer).__name__}")
+        self.writer = writer
+        self.metrics = frozenset(metrics) if metrics is not None else None
+        self.prefix = prefix
+
+    @hookimpl
+    def spectra_log_records(self, records: Sequence[Any], step: int, run: str, log_dir: Any) -> None:
+        import math
+
+        for r in records:
+            if r.index is not None or r.status not in ("ok", "warn") or not math.isfinite(r.value):
+                continue
+            if self.metrics is not None and r.metric not in self.metrics:
+                continue
+            view = "" if r.view in ("W", "") else f"[{r.view}]"
+            self.writer.add_scalar(f"{self.prefix}/{r.matrix}/{r.metric}/{r.layer}{view}", r.value, r.step)
