@@ -511,3 +511,19 @@ def test_scalar_writer_sink_receives_scalars():
     assert ("spectra/weight/lambda_max/0", expected, 2) in w.calls
     with pytest.raises(TypeError, match="add_scalar"):
         ScalarWriterSink(object())
+
+
+def test_esd_of_update_and_grad_matrices():
+    from spectra.analyzers.esd import EsdAnalyzer
+
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = _data()
+    mon = SpectraMonitor(model, opt, every=1, analyzers=[EsdAnalyzer(matrices=("weight", "update", "grad"))])
+    w0 = model[0].weight.detach().clone().double()
+    _train(model, opt, 1, x, y)
+    df = mon.to_pandas().query("step == 1 and layer == '0'")
+    dW = model[0].weight.detach().double() - w0
+    s = np.linalg.svd(dW.numpy(), compute_uv=False)
+    assert _val(df, matrix="update", metric="lambda_max") == pytest.approx(s[0] ** 2, rel=1e-5)
+    assert _val(df, matrix="grad", metric="lambda_max") == pytest.approx((s[0] / 0.1) ** 2, rel=1e-4)

@@ -52,7 +52,8 @@ class EsdAnalyzer(Analyzer):
         bad = [m for m in self.matrices if m not in ("weight", "update", "grad")]
         if bad or not self.matrices:
             raise ValueError(f"matrices must be a non-empty subset of ('weight', 'update', 'grad'), got {bad}")
-        self.needs = frozenset(self.matrices) - {"grad"} | {"weight"}
+        # capture what is asked for; a missing gradient (frozen step) just yields no grad rows
+        self.needs = frozenset(self.matrices) | {"weight"}
 
     def config(self) -> dict[str, Any]:
         edge = self.reference_edge
