@@ -322,10 +322,12 @@ def test_weightnorm_comparison_reports_expected_direction():
 
     rows = []
     for wn, (edge, alpha, nout) in ((False, (200.0, 1.9, 300.0)), (True, (3.0, 1.7, 500.0))):
-        for step in (0, 10):
-            rows.append({"group": "weightnorm", "weight_norm": wn, "step": step, "lambda1_over_edge": edge,
-                         "alpha_hill": alpha, "n_out": nout})
+        for repeat in (0, 1):  # two repeats: the paper preset's case, averaged
+            for step in (0, 10):
+                rows.append({"group": "weightnorm", "weight_norm": wn, "step": step, "repeat": repeat,
+                             "lambda1_over_edge": edge + repeat, "alpha_hill": alpha, "n_out": nout})
     table = weightnorm_comparison(pd.DataFrame(rows)).set_index("metric")
+    assert table.loc["λ1/edge (spike)", "off"] == 200.5  # mean over the two repeats
     assert table.loc["λ1/edge (spike)", "observed"] == "as expected"
     assert table.loc["α_Hill (bulk)", "observed"] == "as expected"
     assert table.loc["n_out (outliers)", "observed"] == "not as expected"  # 500 > 300 outliers

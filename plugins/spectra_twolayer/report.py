@@ -55,8 +55,10 @@ def weightnorm_comparison(summary: pd.DataFrame) -> pd.DataFrame | None:
     sub = summary[summary["group"] == "weightnorm"]
     if sub.empty or sub["weight_norm"].nunique() < 2:
         return None
-    last = sub[sub["step"] == sub["step"].max()].set_index("weight_norm")
-    off, on = last.loc[False], last.loc[True]
+    last = sub[sub["step"] == sub["step"].max()]
+    # mean over repeats (each repeat pairs an off and an on run on the same init and data)
+    means = last.groupby("weight_norm")[["lambda1_over_edge", "alpha_hill", "n_out"]].mean()
+    off, on = means.loc[False], means.loc[True]
     rows = []
     for metric, label, expect in (("lambda1_over_edge", "λ1/edge (spike)", "lower with normalisation"),
                                   ("alpha_hill", "α_Hill (bulk)", "lower (heavier bulk) with normalisation"),
@@ -129,7 +131,11 @@ def write_report(
     ch["verdict"] = [_verdict(x, m) for x, m in zip(ch["verdict"], ch["marginal"])]
     L.append(_md_table(ch[["check", "statement", "measured", "tolerance", "verdict", "note"]]))
     L.append("")
-    wn = weightnorm_comparison(summary)
+    try:  # informational: a problem here must not cost the user the rest of the report
+        wn = weightnorm_comparison(summary)
+    except Exception as exc:  # noqa: BLE001
+        wn = None
+        L.append(f"_Weight-normalisation comparison unavailable: {type(exc).__name__}: {exc}_\n")
     if wn is not None:
         L.append("## Weight normalisation (informational, PAPER §7)\n")
         L.append("Expected pattern: normalising the weights suppresses the spike, leaves a heavier bulk and fewer "
