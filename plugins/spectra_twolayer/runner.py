@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,8 +243,17 @@ def _run(cfg: TwoLayerConfig, runs: list[RunSpec], out_dir: Path | None, progres
         from .figures import write_figures
         from .report import write_report
 
-        figures = write_figures(summary, tidy, out_dir)
-        ww = _ww_crosscheck(final_w, summary) if final_w else None
+        # tables are on disk already; a failure in an optional output must not cost the user the report
+        try:
+            figures = write_figures(summary, tidy, out_dir)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"twolayer: figures could not be written: {exc!r}", RuntimeWarning, stacklevel=2)
+            figures = []
+        try:
+            ww = _ww_crosscheck(final_w, summary) if final_w else None
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"twolayer: WeightWatcher cross-check failed: {exc!r}", RuntimeWarning, stacklevel=2)
+            ww = None
         walls = pd.DataFrame([{"run": o.spec.name, "group": o.spec.group, "wall_s": o.wall_s} for o in outputs])
         dev_name = torch.cuda.get_device_name(0) if cfg.device == "cuda" else ""
         wall = time.perf_counter() - t0
