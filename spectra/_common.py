@@ -52,7 +52,7 @@ def conventions(*, normalize: bool, esd_method: str, conv_slices: str, analyzers
     }
 
 
-def make_progress(progress: Any, total: int, desc: str, *, min_items: int = 8) -> Any:
+def make_progress(progress: Any, total: int, desc: str, *, unit: str = "layer", min_items: int = 8) -> Any:
     """A tqdm bar when ``progress`` is True, or None (auto) on a terminal with enough items; else None."""
     if progress is False or total == 0:
         return None
@@ -60,4 +60,4 @@ def make_progress(progress: Any, total: int, desc: str, *, min_items: int = 8) -
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="layer", leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)

@@ -13,11 +13,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .functional.alignment import SVD_FULL_FRACTION  # re-exported: the truncated/full SVD threshold
+
 __all__ = ["LayerState", "SVD", "MATRIX_KINDS", "SVD_FULL_FRACTION"]
 
 MATRIX_KINDS = ("weight", "previous", "update", "grad")
-# a truncated SVD is used when k <= SVD_FULL_FRACTION * min(N, M); otherwise the full thin SVD is cheaper
-SVD_FULL_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,9 @@ class LayerState:
             if len(tuple(t.shape)) == 3:
                 lam = esd_pooled(t, scale=self.eig_scale, normalize=self.normalize, method=self.esd_method)
             else:
-                lam = esd(t, normalize=self.normalize, method=self.esd_method) * self.eig_scale
+                # CPU: the float64 copy that the SVDs use too; CUDA: stay on the device
+                src = t if getattr(t, "is_cuda", False) else self.array(kind)
+                lam = esd(src, normalize=self.normalize, method=self.esd_method) * self.eig_scale
             lam.setflags(write=False)
             self._cache[key] = lam
         return self._cache[key]

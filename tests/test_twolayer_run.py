@@ -125,11 +125,11 @@ def test_plugin_is_registered_through_its_entry_point():
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(preset="bogus"), ValueError, "valid presets"),
-        (dict(preset="tiny", colour="red"), ValueError, "valid keys"),
-        (dict(preset="tiny", lr_grid="-0.1"), ValueError, "lr_grid"),
-        (dict(preset="tiny", d="0"), ValueError, "d must be a positive integer"),
-        (dict(preset="tiny", scale="full"), ValueError, "tiny preset has fixed sizes"),
+        ({"preset": "bogus"}, ValueError, "valid presets"),
+        ({"preset": "tiny", "colour": "red"}, ValueError, "valid keys"),
+        ({"preset": "tiny", "lr_grid": "-0.1"}, ValueError, "lr_grid"),
+        ({"preset": "tiny", "d": "0"}, ValueError, "d must be a positive integer"),
+        ({"preset": "tiny", "scale": "full"}, ValueError, "tiny preset has fixed sizes"),
     ],
 )
 def test_bad_input_is_rejected_before_any_work(kwargs, exc, match, tmp_path):

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
 import spectra
+from spectra._common import make_progress
 
 from .claims import evaluate_claims
 from .config import TwoLayerConfig, make_config
@@ -82,17 +83,6 @@ def _prepare_out(out: str | Path | None, force: bool) -> Path | None:
     return out
 
 
-def _progress(progress: Any, total: int):
-    use = sys.stderr.isatty() if progress is None else bool(progress)
-    if not use:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
-    return tqdm(total=total, desc="twolayer", unit="run", file=sys.stderr)
-
-
 def _ww_crosscheck(final: dict[str, np.ndarray], summary: pd.DataFrame) -> pd.DataFrame | None:
     """WeightWatcher's alpha on a few final weights next to ours (None when weightwatcher is missing).
 
@@ -125,35 +115,23 @@ def _ww_crosscheck(final: dict[str, np.ndarray], summary: pd.DataFrame) -> pd.Da
     return pd.DataFrame(rows) if rows else None
 
 
-class _Threads:
-    """Limit torch and BLAS/LAPACK threads for the duration of a run (restored afterwards)."""
+@contextlib.contextmanager
+def _limited_threads(n: int) -> Iterator[None]:
+    """Limit torch and BLAS/LAPACK threads for the duration of a run (``n = 0``: half the cores); restored."""
+    import os
 
-    def __init__(self, n: int) -> None:
-        import os
+    import torch
 
-        self.n = n if n > 0 else max(1, (os.cpu_count() or 2) // 2)
-        self._ctl = None
-        self._torch = None
+    from spectra._threads import limit_blas_threads
 
-    def __enter__(self) -> "_Threads":
-        import torch
-
-        self._torch = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-        try:
-            from threadpoolctl import threadpool_limits
-
-            self._ctl = threadpool_limits(self.n)
-        except ImportError:  # optional: without it only torch's threads are limited
-            self._ctl = None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        import torch
-
-        torch.set_num_threads(self._torch)
-        if self._ctl is not None:
-            self._ctl.restore_original_limits()
+    n = n if n > 0 else max(1, (os.cpu_count() or 2) // 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with limit_blas_threads(n):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _key_runs(runs: list[RunSpec]) -> set[str]:
@@ -196,7 +174,7 @@ def run_twolayer(
     _check_device(cfg.device)
     out_dir = _prepare_out(out, force)
     runs = build_runs(cfg)
-    with _Threads(cfg.threads):
+    with _limited_threads(cfg.threads):
         return _run(cfg, runs, out_dir, progress, t0)
 
 
@@ -204,7 +182,7 @@ def _run(cfg: TwoLayerConfig, runs: list[RunSpec], out_dir: Path | None, progres
     import torch
 
     keep_final = _key_runs(runs) if cfg.ww_crosscheck else set()
-    bar = _progress(progress, len(runs))
+    bar = make_progress(progress, len(runs), "twolayer", unit="run", min_items=1)
     outputs: list[RunOutput] = []
     final_w: dict[str, np.ndarray] = {}
     problem_key, problem = None, None

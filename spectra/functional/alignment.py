@@ -40,8 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from ..snapshot import SVD_FULL_FRACTION
 from ._validate import as_matrix
+
+# a truncated SVD is used when k <= SVD_FULL_FRACTION * min(N, M); otherwise the full thin SVD is cheaper
+SVD_FULL_FRACTION = 0.1
 
 __all__ = [
     "top_svd",
