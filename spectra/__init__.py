@@ -33,6 +33,7 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "functional", "plot", "experiments", "schedules", "layers", "plugins", "analyzers", "results", "distributed", "sinks",
+    "progress", "threads",
 )
 
 __all__ = sorted(["hookimpl", "analyze", "__version__", *_EXPORTS, *_SUBMODULES])

@@ -1,11 +1,10 @@
-"""Small helpers shared by ``analyze`` and the monitor (option plumbing, conventions, progress bars)."""
+"""Small helpers shared by ``analyze`` and the monitor (option plumbing, conventions)."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Mapping
 
-__all__ = ["conventions", "analyzer_options_with_fit", "make_progress", "unwrap_model", "CONV_SLICES"]
+__all__ = ["conventions", "analyzer_options_with_fit", "unwrap_model", "CONV_SLICES"]
 
 CONV_SLICES = ("pooled", "separate")
 
@@ -50,14 +49,3 @@ def conventions(*, normalize: bool, esd_method: str, conv_slices: str, analyzers
         "analyzers": {a.name: a.config() for a in analyzers},
         "fit": next((a.config().get("method") for a in analyzers if a.name == "tail"), None),
     }
-
-
-def make_progress(progress: Any, total: int, desc: str, *, unit: str = "layer", min_items: int = 8) -> Any:
-    """A tqdm bar when ``progress`` is True, or None (auto) on a terminal with enough items; else None."""
-    if progress is False or total == 0:
-        return None
-    if progress is None and not (sys.stderr.isatty() and total >= min_items):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterable
 
-from ._common import CONV_SLICES, analyzer_options_with_fit, conventions, make_progress, unwrap_model
+from ._common import CONV_SLICES, analyzer_options_with_fit, conventions, unwrap_model
+from .progress import make_progress
 from .distributed import make_plan, settings_fingerprint
 from .engine import resolve_analyzers, run_analyzers
 from .results import Results

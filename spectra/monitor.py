@@ -90,7 +90,7 @@ class SpectraMonitor:
         attach: register the hooks now (default). Otherwise call :meth:`attach` later.
         blas_threads: BLAS/LAPACK threads used by the analysis (default 1: right after a training step torch's
             OpenMP workers still spin, and a multi-threaded LAPACK call competing with them was measured ~30x
-            slower; see :mod:`spectra._threads`). ``None`` leaves the process's setting alone.
+            slower; see :mod:`spectra.threads`). ``None`` leaves the process's setting alone.
         distributed: ``None`` (default), ``"auto"``, ``"shard"`` or ``"rank0"``: share the layers among
             ``torch.distributed`` ranks (see :mod:`spectra.distributed`; FSDP models raise NotImplementedError).
 
@@ -392,7 +392,7 @@ class SpectraMonitor:
     def _analyze(self, step: int, due: list[Any], captured: Mapping[int, Mapping[str, Any]]) -> None:
         if not due:
             return
-        from ._threads import limit_blas_threads
+        from .threads import limit_blas_threads
 
         with limit_blas_threads(self.blas_threads):
             self._analyze_step(step, due, captured)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 import spectra
-from spectra._common import make_progress
+from spectra.progress import make_progress
 
 from .claims import evaluate_claims
 from .config import TwoLayerConfig, make_config
@@ -122,7 +122,7 @@ def _limited_threads(n: int) -> Iterator[None]:
 
     import torch
 
-    from spectra._threads import limit_blas_threads
+    from spectra.threads import limit_blas_threads
 
     n = n if n > 0 else max(1, (os.cpu_count() or 2) // 2)
     before = torch.get_num_threads()

@@ -1,4 +1,4 @@
-"""BLAS thread control for the analysis itself.
+"""BLAS thread control for the analysis itself (public: plugins and drivers use it too).
 
 Measured on a 2-core machine (benchmarks/results/monitor.md): right after a torch forward/backward, torch's
 OpenMP workers keep spinning, and a multi-threaded OpenBLAS ``eigh`` of a 500×500 Gram matrix then took
