@@ -2,6 +2,10 @@
 
 The reference is WeightWatcher itself (run on the same seeded models); tests that need it skip when it is not
 installed (the [dev] extra pins weightwatcher==0.7.7).
+
+One file for the whole package, as its tests share the seeded models and the WeightWatcher fixture: the
+agreement, one-sided-row and failure sections exercise compare.py (with plan.py and runner.py under it), the
+compat-mode section compatible.py and plan.py, the hygiene section runner.py.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from spectra.compat import weightwatcher as cw
+from spectra.compat.weightwatcher import runner
 
 TOL = 1e-6
 FIT_AND_NORMS = ("alpha", "xmin", "D", "lambda_max", "sv_max", "log_norm", "log_spectral_norm",
@@ -28,7 +33,7 @@ EXACT = ("N", "M", "Q", "num_evals", "num_pl_spikes")
 
 @pytest.fixture(autouse=True)
 def _one_blas_thread():
-    """Multi-threaded LAPACK spins under CPU contention (DESIGN §6); both sides get one thread."""
+    """Multi-threaded LAPACK spins under CPU contention (docs/design.md, 'Conventions'); both sides get one thread."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
@@ -154,7 +159,7 @@ def test_one_sided_rows_have_reasons_and_plan_matches_ww():
     # the plan reproduces WeightWatcher's ids and shapes
     plan = {p.layer: p for p in cw.ww_layer_plan(model)}
     ww = cw.import_weightwatcher()
-    with cw._hygiene([]), cw._restore_longname(model), cw._ww_cpu_path():
+    with runner.hygiene([]), runner.restore_longname(model), runner.ww_cpu_path():
         details = ww.WeightWatcher(model=model).analyze(svd_method="accurate")
     assert sorted(details["longname"]) == sorted(k for k, p in plan.items() if p.analyzed)
     for rec in details.to_dict("records"):

@@ -1,4 +1,8 @@
-"""Tests for spectra.plot: PNGs are written, figures hold the expected artists, bad input is refused."""
+"""Tests for spectra.plot: PNGs are written, figures hold the expected artists, bad input is refused.
+
+One file for the whole package: the figures share the table builders below, and each section names the
+module it covers (esd, bars, steps, overlap; figure and selection are exercised through them).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from spectra import plot
-from spectra.results import Record, Results
+from spectra import Record, Results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -72,7 +76,7 @@ def _assert_png(path, min_bytes: int = 5000) -> None:
     assert len(data) > min_bytes, f"{path} is only {len(data)} bytes"
 
 
-# --------------------------------------------------------------------------- plot_esd
+# ---------------------------------------------------------------------------- plot_esd (spectra/plot/esd.py)
 def test_plot_esd_png_and_fit_line(tmp_path):
     lam, _ = _pareto_with_bulk()
     fit = _mle_fit(lam, xmin=1.0)
@@ -137,7 +141,7 @@ def test_plot_esd_bad_input():
         plot.plot_esd([1.0, 2.0], bins=0)
 
 
-# --------------------------------------------------------------------------- plot_alpha_bars
+# -------------------------------------------------------------------- plot_alpha_bars (spectra/plot/bars.py)
 def _bars(fig):
     (ax,) = fig.axes
     (container,) = [c for c in ax.containers if c.get_label() == "_metric_bars"]
@@ -189,7 +193,7 @@ def test_alpha_bars_bad_input():
     assert len(_bars(plot.plot_alpha_bars(two_runs, run="other", step=0))[1]) == 1
 
 
-# --------------------------------------------------------------------------- plot_metric_vs_step
+# --------------------------------------------------------------- plot_metric_vs_step (spectra/plot/steps.py)
 def test_metric_vs_step_lines(tmp_path):
     out = tmp_path / "alpha_vs_step.png"
     fig = plot.plot_metric_vs_step(_results(), "alpha", path=out)
@@ -217,7 +221,7 @@ def test_metric_vs_step_layer_filter_and_errors():
         plot.plot_metric_vs_step(res, "overlap_left_before")
 
 
-# --------------------------------------------------------------------------- plot_overlap_heatmap
+# ------------------------------------------------------------ plot_overlap_heatmap (spectra/plot/overlap.py)
 def test_overlap_heatmap_layout(tmp_path):
     res, block = _overlap_results(k=4)
     out = tmp_path / "overlap.png"
@@ -247,7 +251,7 @@ def test_overlap_heatmap_errors():
         plot.plot_overlap_heatmap(ragged, layer="fc1", step=5)
 
 
-# --------------------------------------------------------------------------- plot_esd_snapshots
+# ------------------------------------------------------------------ plot_esd_snapshots (spectra/plot/esd.py)
 def test_esd_snapshots(tmp_path):
     rng = np.random.default_rng(4)
     mats = {s: rng.standard_normal((80, 40)) * (1 + s / 50) for s in (0, 50, 100)}
@@ -271,7 +275,7 @@ def test_esd_snapshots(tmp_path):
         plot.plot_esd_snapshots({7: [0.0, -1.0]})
 
 
-# --------------------------------------------------------------------------- no global matplotlib state
+# -------------------------------------------------------------------- no global matplotlib state (figure.py)
 def test_no_pyplot_and_backend_untouched(tmp_path):
     code = textwrap.dedent(
         f"""
