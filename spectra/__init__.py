@@ -21,8 +21,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "SpectraMonitor": "monitor",
-    "Results": "results",
-    "Record": "results",
+    "Results": "table.results",
+    "Record": "table.schema",
+    "Settings": "pipeline.settings",
+    "Pipeline": "pipeline.pipeline",
     "compare_weightwatcher": "compat.weightwatcher",
     "get_plugin_manager": "plugins",
     "Analyzer": "analyzers.base",
@@ -32,8 +34,8 @@ _EXPORTS = {
     "logspaced": "schedules",
 }
 _SUBMODULES = (
-    "functional", "plot", "experiments", "schedules", "layers", "plugins", "analyzers", "results", "distributed", "sinks",
-    "progress", "threads",
+    "functional", "plot", "experiments", "schedules", "layers", "plugins", "analyzers", "table", "pipeline", "sinks",
+    "progress", "threads", "results", "distributed",
 )
 
 __all__ = sorted(["hookimpl", "analyze", "__version__", *_EXPORTS, *_SUBMODULES])

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .analyzers.base import Analyzer
-    from .results import Record
+    from .table.schema import Record
 
 PROJECT_NAME = "spectra"
 
@@ -76,13 +76,24 @@ def spectra_monitor_detached(monitor: Any) -> None:
     """Called once after a monitor removed its hooks (``detach()`` is idempotent; this fires only once)."""
 
 
-@hookspec
+@hookspec(
+    warn_on_impl_args={
+        "log_dir": DeprecationWarning(
+            "the log_dir argument of spectra_log_records is deprecated and will be removed: a sink that writes "
+            "files takes its directory in its constructor (see spectra.sinks.StreamingSink)"
+        )
+    }
+)
 def spectra_log_records(records: "Sequence[Record]", step: int, run: str, log_dir: Any) -> None:
     """Sink: receive every batch of records as soon as it is made.
 
-    Called by the monitor after each analyzed step, and by ``spectra.analyze`` once. ``log_dir`` is the
-    monitor's ``log_dir`` (a ``pathlib.Path``) or ``None``. The built-in sink streams to ``log_dir`` when set.
-    Exceptions in a sink are reported as warnings; they never stop training.
+    Called by the pipeline after each analyzed step of a monitor, and once by ``spectra.analyze``; under
+    ``distributed="shard"`` each rank's sinks see that rank's share. Exceptions in a sink follow the driver's
+    ``on_error`` policy (a warning by default); they never stop training unless asked to.
+
+    ``log_dir`` is deprecated: it still carries the driver's ``log_dir`` (or ``None``) for sinks written
+    against the first release, and implementations that ask for it get a ``DeprecationWarning``. New sinks
+    implement ``spectra_log_records(records, step, run)`` and take their own settings in their constructor.
     """
 
 

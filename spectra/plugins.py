@@ -40,7 +40,6 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "spectra.analyzers.esd": "spectra.analyzers.esd:EsdPlugin",
     "spectra.analyzers.tail": "spectra.analyzers.tail:TailPlugin",
     "spectra.analyzers.alignment": "spectra.analyzers.alignment:AlignmentPlugin",
-    "spectra.sinks": "spectra.sinks:StreamingSink",
 }
 
 

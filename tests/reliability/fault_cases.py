@@ -687,9 +687,9 @@ def _(tmp):
     plain = mlp()
     po = _sgd(plain)
     states = []
-    import spectra.monitor as monitor_mod
+    import spectra.pipeline.capture as capture_mod  # where snapshots are built
 
-    orig = monitor_mod.LayerState
+    orig = capture_mod.LayerState
 
     class Tracked(orig):
         def __post_init__(self):
@@ -697,7 +697,7 @@ def _(tmp):
             states.append(weakref.ref(self))
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(monitor_mod, "LayerState", Tracked)
+        mp.setattr(capture_mod, "LayerState", Tracked)
         # two layers: calls 1-2 at step 0, 3-4 at step 1, 5-6 at step 2 (the interrupt, on the second layer)
         mon = SpectraMonitor(m, o, every=1, analyzers=[_Interrupt(at=6), "alignment"])
         step(m, o, x, y)

@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-import spectra.monitor as monitor_mod
+import spectra.pipeline.capture as capture_mod  # where snapshots are built
 from spectra import Analyzer, SpectraMonitor
 
 from ._util import batch, mlp, step
@@ -60,7 +60,7 @@ def test_due_step_holds_one_copy_of_matrices_and_grads(dtype):
 
 def test_no_snapshot_or_copy_outlives_its_step(monkeypatch):
     states, tensors = [], []
-    orig_state = monitor_mod.LayerState
+    orig_state = capture_mod.LayerState
 
     class Tracked(orig_state):
         def __post_init__(self):
@@ -68,7 +68,7 @@ def test_no_snapshot_or_copy_outlives_its_step(monkeypatch):
             states.append(weakref.ref(self))
             tensors.extend(weakref.ref(t) for t in self.tensors.values())
 
-    monkeypatch.setattr(monitor_mod, "LayerState", Tracked)
+    monkeypatch.setattr(capture_mod, "LayerState", Tracked)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = batch(model)

@@ -1,0 +1,176 @@
+"""Resolve analyzers and run them over layer snapshots; the one error policy of every driver.
+
+Failures never stop training unless asked to: an exception from an analyzer becomes one ``failed`` row
+(:meth:`spectra.table.schema.Record.failed`), a call of the ``spectra_analyzer_error`` hook, and, under the
+default ``on_error="warn"``, one warning per (analyzer, layer, view). :class:`ErrorPolicy` is the single place
+that decides between raising, warning once per key, and staying silent, for analyzers, captures, sinks and
+distributed gathers alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Hashable, Iterable, Mapping, Sequence
+
+from ..analyzers.base import Analyzer, Measurement
+from ..snapshot import LayerState
+from ..table.schema import STATUSES, Record
+from .settings import ON_ERROR
+
+__all__ = ["ErrorPolicy", "ON_ERROR", "resolve_analyzers", "run_analyzers", "runtime_needs"]
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorPolicy:
+    """What to do when something fails: ``"raise"`` it, ``"warn"`` once per key, or ``"ignore"`` it.
+
+    ``KeyboardInterrupt`` and ``SystemExit`` always propagate: the user asked to stop.
+
+    Args:
+        mode: one of :data:`ON_ERROR`.
+
+    Raises:
+        ValueError: an unknown mode.
+    """
+
+    def __init__(self, mode: str = "warn") -> None:
+        if mode not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {mode!r}")
+        self.mode = mode
+        self._warned: set[Hashable] = set()
+
+    def __repr__(self) -> str:
+        return f"ErrorPolicy({self.mode!r})"
+
+    @property
+    def raises(self) -> bool:
+        """Whether failures are re-raised."""
+        return self.mode == "raise"
+
+    def handle(self, exc: BaseException, *, key: Hashable, message: str | None = None, stacklevel: int = 3) -> None:
+        """Apply the policy to ``exc``.
+
+        Args:
+            exc: the failure.
+            key: warnings are issued once per key (use a key with the step in it to warn at every step).
+            message: the warning's text (default: ``"spectra: <exc!r>"``).
+            stacklevel: passed to :func:`warnings.warn`.
+
+        Raises:
+            BaseException: ``exc`` itself when the mode is ``"raise"`` (or it is an interrupt).
+        """
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)) or self.mode == "raise":
+            raise exc
+        if self.mode == "warn" and key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message or f"spectra: {exc!r}", RuntimeWarning, stacklevel=stacklevel)
+
+
+def resolve_analyzers(
+    specs: Iterable[Any],
+    registry: Mapping[str, type],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Analyzer]:
+    """Turn names / instances into analyzer instances, validating eagerly.
+
+    Raises:
+        ValueError: an unknown name (the message lists the registered ones), options for an analyzer not in
+            use, or an analyzer listed twice.
+        TypeError: an analyzer class passed where an instance or a name is expected, or another object.
+    """
+    if isinstance(specs, (str, Analyzer)):
+        specs = [specs]
+    options = {k: dict(v) for k, v in (options or {}).items()}
+    out: list[Analyzer] = []
+    for spec in specs:
+        if isinstance(spec, str):
+            if spec not in registry:
+                raise ValueError(
+                    f"unknown analyzer {spec!r}; registered analyzers: {', '.join(sorted(registry)) or 'none'}"
+                )
+            out.append(registry[spec](**options.pop(spec, {})))
+        elif isinstance(spec, type) and issubclass(spec, Analyzer):
+            raise TypeError(
+                f"got the analyzer class {spec.__name__}; pass an instance ({spec.__name__}()) or its "
+                f"registered name {spec.name!r}"
+            )
+        elif isinstance(spec, Analyzer):
+            out.append(spec)
+        else:
+            raise TypeError(
+                f"analyzers must be registered names or Analyzer instances, got {type(spec).__name__}: {spec!r}"
+            )
+    if options:
+        raise ValueError(
+            f"analyzer_options given for analyzer(s) not in use: {sorted(options)}; in use: "
+            f"{[a.name for a in out]}"
+        )
+    names = [a.name for a in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"analyzer(s) listed twice: {dup}")
+    return out
+
+
+def _check_measurement(m: Any, analyzer: Analyzer) -> Measurement:
+    if not isinstance(m, Measurement):
+        raise TypeError(f"analyzer {analyzer.name!r} yielded {type(m).__name__}, expected Measurement")
+    if m.status not in STATUSES:
+        raise ValueError(f"analyzer {analyzer.name!r} yielded status {m.status!r}; allowed: {STATUSES}")
+    return m
+
+
+def runtime_needs(an: Analyzer) -> frozenset[str]:
+    """What must be present for the analyzer to run. ``grad`` is optional (frozen or grad-free steps still
+    have an update); ``weight`` and ``update`` are required when declared."""
+    needs = set(getattr(an, "needs", {"weight"}))
+    needs.discard("grad")  # gradient-based metrics are emitted only when a gradient exists
+    return frozenset(needs)
+
+
+def run_analyzers(
+    states: Sequence[LayerState],
+    analyzers: Sequence[Analyzer],
+    *,
+    run: str,
+    policy: ErrorPolicy,
+    hook: Any = None,
+    tags: Mapping[str, Any] | None = None,
+) -> list[Record]:
+    """Run each analyzer on each snapshot; return the records.
+
+    An analyzer whose needs the snapshot cannot meet (no update at step 0) is silently not run. Any exception
+    from an analyzer becomes one ``failed`` row, a call of the ``spectra_analyzer_error`` hook, and goes
+    through ``policy`` (keyed by analyzer, layer and view).
+    """
+    tags = dict(tags or {})
+    records: list[Record] = []
+    for st in states:
+        for an in analyzers:
+            if not all(st.has(k) for k in runtime_needs(an)):
+                continue
+            try:
+                produced = [_check_measurement(m, an) for m in an.analyze(st)]
+            except Exception as exc:
+                msg = f"{type(exc).__name__}: {exc}"
+                if hook is not None and not policy.raises:
+                    try:
+                        hook.spectra_analyzer_error(analyzer=an, layer=st.layer, error=exc)
+                    except Exception as hook_exc:  # an observer must not break the loop either
+                        logger.warning("spectra_analyzer_error hook raised: %r", hook_exc)
+                policy.handle(
+                    exc, key=(an.name, st.layer, st.view),
+                    message=f"spectra: analyzer {an.name!r} failed on layer {st.layer!r} (view {st.view!r}) at "
+                            f"step {st.step}: {msg}",
+                )
+                records.append(Record.failed(run=run, step=st.step, layer=st.layer, view=st.view,
+                                             analyzer=an.name, message=msg, tags=tags))
+                continue
+            records.extend(
+                Record(run, st.step, st.layer, st.view, m.matrix, an.name, m.metric, float(m.value), m.index,
+                       m.status, m.message, tags)
+                for m in produced
+            )
+    return records

@@ -1,0 +1,221 @@
+"""The one path from parameters to records, used by every driver.
+
+``Pipeline(settings, target, source=...)`` owns everything between a driver and the analyzers: the plugin
+manager, the resolved analyzers, the layer entries and the layers table, the table's conventions, the error
+policy, the sinks and, under ``torch.distributed``, the shard plan. A driver only decides *when* to analyze and
+*what was copied* before a step; ``pipeline.run(step, due, copies)`` does the rest:
+
+    local share → snapshots → analyzers → records → sinks → gather (distributed only)
+
+``SpectraMonitor`` calls it from its optimizer post-step hook, ``spectra.analyze`` once at step 0, and a
+framework callback from wherever its framework says a step ended. Single-process runs never import the
+distributed module.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+from ..layers import discover_layers, layers_table_rows, selector_miss_message
+from ..plugins import analyzer_registry, get_plugin_manager
+from ..progress import make_progress
+from ..sinks import StreamingSink
+from ..snapshot import LayerState
+from ..table.schema import Record
+from ..threads import limit_blas_threads
+from .capture import Copies, layer_states
+from .engine import ErrorPolicy, resolve_analyzers, run_analyzers
+from .settings import Settings
+
+__all__ = ["Pipeline"]
+
+
+class Pipeline:
+    """Analyzers, layers, sinks and the shard plan of one driver, and the step that runs them.
+
+    Args:
+        settings: the driver's validated :class:`~spectra.pipeline.settings.Settings`.
+        target: an ``nn.Module`` (wrappers already removed) or a state_dict.
+        source: the driver's name for the table's ``attrs["source"]`` (``"monitor"``, ``"analyze"``, ...).
+
+    Raises:
+        ValueError / TypeError: unknown analyzers or bad analyzer options (see
+            :func:`~spectra.pipeline.engine.resolve_analyzers`), or an unusable ``distributed=`` setting.
+        RuntimeError: ``distributed="shard"``/``"rank0"`` without a process group.
+    """
+
+    def __init__(self, settings: Settings, target: Any, *, source: str) -> None:
+        self.settings = settings
+        self.source = source
+        self.target = target
+        self.policy = ErrorPolicy(settings.on_error)
+        self.pm = settings.plugin_manager or get_plugin_manager(
+            plugins=settings.plugins, builtin_options={"spectra.layers": dict(settings.layer_rules)}
+        )
+        self.analyzers = resolve_analyzers(settings.analyzers, analyzer_registry(self.pm), settings.analyzer_options)
+        self._schedules = [(a, a.schedule or settings.schedule) for a in self.analyzers]
+        self.plan: Any = None
+        if settings.distributed is not None:
+            from .distributed import make_plan
+
+            self.plan = make_plan(settings.distributed)  # None when "auto" finds no multi-rank group
+        self.entries: list[Any] = []
+        self.layer_rows: list[dict[str, Any]] = []
+        self.discover()
+        self.attrs = settings.conventions(self.analyzers, source=source)
+        self.sinks: list[Any] = []
+        if settings.log_dir is not None:
+            self.sinks.append(StreamingSink(settings.log_dir, attrs=self.attrs, layers=self.layer_rows))
+
+    def __repr__(self) -> str:
+        return (f"Pipeline(source={self.source!r}, layers={len(self.entries)}, "
+                f"analyzers={[a.name for a in self.analyzers]}, distributed={self.plan!r})")
+
+    # ------------------------------------------------------------------------------------------ layers
+    def _discover_all(self) -> list[Any]:
+        return discover_layers(self.target, hook=self.pm.hook, select=self.settings.layers)
+
+    def discover(self) -> None:
+        """Find the target's layers (warns when a ``layers=`` selector matches no parameter)."""
+        entries = self._discover_all()
+        if self.settings.layers is not None and not entries:
+            everything = discover_layers(self.target, hook=self.pm.hook)
+            warnings.warn(f"spectra: {selector_miss_message(self.settings.layers, everything)}", RuntimeWarning,
+                          stacklevel=4)
+        self.entries = [e for e in entries if e.skip_reason is None]
+        self.layer_rows = layers_table_rows(entries)
+
+    def add_new_params(self, include: set[int]) -> bool:
+        """Start analyzing parameters of ``include`` (ids) not yet known, e.g. after ``add_param_group``.
+
+        Returns:
+            Whether new entries were added (the layers table and the sinks' meta file are then updated).
+        """
+        known = {id(e.param) for e in self.entries}
+        entries = self._discover_all()
+        new = [e for e in entries if e.skip_reason is None and id(e.param) not in known and id(e.param) in include]
+        if not new:
+            return False
+        self.entries.extend(new)
+        self.layer_rows = layers_table_rows(entries)
+        for sink in self.sinks:
+            sink.write_meta(self.attrs, self.layer_rows)
+        return True
+
+    # ------------------------------------------------------------------------------------------ scheduling
+    def due(self, step: int) -> list[Any]:
+        """The analyzers due at ``step`` (their own schedule, else the settings' schedule; none without both)."""
+        return [a for a, sched in self._schedules if sched is not None and sched(step)]
+
+    def check_consistent(self, *, step: int, what: str) -> None:
+        """Under ``torch.distributed``: a collective that checks every rank shares these settings (else no-op)."""
+        if self.plan is not None:
+            fp = self.settings.fingerprint(analyzers=self.analyzers, entries=self.entries, mode=self.plan.mode,
+                                           step=step)
+            self.plan.check_consistent(fp, what=what)
+
+    def local_entries(self) -> list[Any]:
+        """The entries this process analyzes: all of them, or this rank's share."""
+        return list(self.entries) if self.plan is None else self.plan.local(self.entries)
+
+    # ------------------------------------------------------------------------------------------ the step
+    def run(self, step: int, due: Sequence[Any], copies: Copies | None = None, *,
+            include: set[int] | None = None) -> list[Record]:
+        """Analyze one step: this process's share → snapshots → ``due`` analyzers → records → sinks → gather.
+
+        Args:
+            step: the step the records belong to.
+            due: the analyzers to run.
+            copies: what was copied before the step (see :func:`~spectra.pipeline.capture.take_copies`).
+            include: ids of the parameters to analyze (e.g. those in the optimizer); ``None`` takes all.
+
+        Returns:
+            The step's records: this process's, or every rank's in single-process order under ``"shard"``.
+
+        Raises:
+            Exception: only under ``on_error="raise"`` (after the gather when distributed).
+        """
+        copies = copies or {}
+        local = self.local_entries()
+        records: list[Record] = []
+        error: str | None = None
+        bar = make_progress(self.settings.progress, len(local), f"spectra.{self.source}")
+        try:
+            with limit_blas_threads(self.settings.blas_threads):
+                for entry in local:
+                    if include is None or id(entry.param) in include:
+                        records.extend(self._analyze_entry(entry, step, due, copies.get(id(entry.param), {})))
+                    if bar is not None:
+                        bar.update(1)
+        except Exception as exc:  # distributed: this rank's layers become failed rows; the gather must happen
+            if self.plan is None:
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+            if not self.policy.raises:  # with "raise" every rank raises after the gather instead
+                self.policy.handle(exc, key=("step", step),
+                                   message=f"spectra: rank {self.plan.rank} failed to analyze step {step}: {error}")
+            records.extend(self.plan.failed_records(exc, local, records, analyzers=due, run=self.settings.run,
+                                                    step=step, tags=self.settings.tags))
+        finally:
+            if bar is not None:
+                bar.close()
+        sink_error = self.emit(records, step)
+        if self.plan is not None:
+            records = self.plan.gather(records, self.entries, policy=self.policy, error=error, step=step)
+        if sink_error is not None:
+            raise sink_error
+        return records
+
+    def states(self, entry: Any, step: int, item: Any = None) -> list[LayerState]:
+        """The snapshots of one entry at ``step`` (see :func:`~spectra.pipeline.capture.layer_states`)."""
+        return layer_states(entry, step, item or {}, normalize=self.settings.normalize,
+                            esd_method=self.settings.esd_method)
+
+    def _analyze_entry(self, entry: Any, step: int, due: Sequence[Any], item: Any) -> list[Record]:
+        try:
+            states = self.states(entry, step, item)
+        except Exception as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+            self.policy.handle(exc, key=("capture", entry.layer),
+                               message=f"spectra: layer {entry.layer!r} at step {step}: {msg}")
+            return [Record.failed(run=self.settings.run, step=step, layer=entry.layer, view="", analyzer="capture",
+                                  message=msg, tags=self.settings.tags)]
+        try:
+            return run_analyzers(states, due, run=self.settings.run, policy=self.policy, hook=self.pm.hook,
+                                 tags=self.settings.tags)
+        finally:
+            for st in states:
+                st.release()
+
+    # ------------------------------------------------------------------------------------------ sinks, hooks
+    def emit(self, records: Sequence[Record], step: int) -> BaseException | None:
+        """Hand ``records`` to every sink: the registered plugins' and this pipeline's own (``log_dir``).
+
+        Returns:
+            Under ``torch.distributed`` with ``on_error="raise"``, the sink's exception, to be raised after the
+            gather (so no rank is left waiting); otherwise ``None`` (failures follow the error policy).
+        """
+        if not records:
+            return None
+        kwargs = {"records": list(records), "step": step, "run": self.settings.run, "log_dir": self.settings.log_dir}
+        try:
+            self.pm.hook.spectra_log_records.call_extra([s.spectra_log_records for s in self.sinks], kwargs)
+        except Exception as exc:
+            if self.plan is not None and self.policy.raises:
+                return exc
+            self.policy.handle(exc, key=("sink", step), message=f"spectra: a results sink raised at step {step}: {exc!r}")
+        return None
+
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call an observer hook (e.g. ``spectra_monitor_attached``); a plugin that raises only warns."""
+        try:
+            getattr(self.pm.hook, hook_name)(**kwargs)
+        except Exception as exc:
+            warnings.warn(f"spectra: plugin hook {hook_name} raised {exc!r}", RuntimeWarning, stacklevel=3)
+
+    def close(self) -> None:
+        """Release the shard plan's process groups (local, not a collective). Safe to call more than once."""
+        if self.plan is not None:
+            self.plan.close()
+

@@ -1,0 +1,347 @@
+"""Settings: every driver option in one object, validated once, with the same messages for every driver.
+
+``SpectraMonitor(model, opt, **options)``, ``spectra.analyze(obj, **options)`` and the framework callbacks all
+turn their keyword options into a :class:`Settings` through :meth:`Settings.build`, which applies the driver's
+defaults (:data:`DRIVER_DEFAULTS`), folds the shortcuts into the options they stand for (``fit=`` is the
+``tail`` analyzer's ``method``, ``conv_slices=`` an option of the layer rules, ``every=`` a schedule) and checks
+every value. Adding a driver option means adding a field here, and nothing else.
+
+A :class:`Settings` also knows what it implies for the table: :meth:`Settings.conventions` (the ``attrs`` of
+every table) and :meth:`Settings.fingerprint` (what every rank of a distributed job must share).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["Settings", "DRIVER_DEFAULTS", "ON_ERROR", "SHORTCUTS"]
+
+ON_ERROR = ("warn", "raise", "ignore")
+
+# options whose defaults differ between drivers; everything else takes the field's default
+DRIVER_DEFAULTS: dict[str, dict[str, Any]] = {
+    # right after a training step torch's OpenMP workers still spin; one BLAS thread was ~30x faster there
+    "monitor": {"analyzers": ("esd", "tail", "alignment"), "run": "run", "blas_threads": 1, "progress": False,
+                "every": 10},
+    "analyze": {"analyzers": ("esd", "tail"), "run": "analyze", "blas_threads": None, "progress": None},
+}
+# keyword shortcuts: option -> what it fills
+SHORTCUTS = {
+    "fit": "analyzer_options['tail']['method']",
+    "conv_slices": "layer_rules['conv_slices']",
+    "every": "schedule",
+}
+# options only a training driver can use
+_TRAINING_ONLY = ("every", "schedule")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _describe(obj: Any) -> str:
+    """A process-independent description of a setting (memory addresses removed from reprs)."""
+    if callable(obj) and hasattr(obj, "__qualname__") and not hasattr(obj, "__dataclass_fields__"):
+        return f"{getattr(obj, '__module__', '?')}.{obj.__qualname__}"
+    try:
+        text = json.dumps(obj, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        text = repr(obj)
+    return _ADDRESS.sub("", text)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option of a driver (monitor, ``analyze``, framework callbacks).
+
+    Attributes:
+        analyzers: registered analyzer names and/or :class:`~spectra.Analyzer` instances.
+        analyzer_options: constructor options per analyzer name, e.g. ``{"tail": {"method": "ww"}}``.
+        layers: which parameters to analyze: a glob, a compiled regex, module class(es), a predicate
+            ``(layer, param, module) -> bool`` or a list of these (see :mod:`spectra.layers.selection`).
+        layer_rules: options of the built-in layer rules (:class:`spectra.layers.BuiltinLayerRules`), e.g.
+            ``{"conv_slices": "separate"}``.
+        normalize: eigenvalues of (1/N)·WᵀW instead of WᵀW.
+        esd_method: ``"auto"``, ``"eigh"`` or ``"svd"`` (see :func:`spectra.functional.esd`).
+        schedule: when a training driver analyzes (a :mod:`spectra.schedules` schedule); ``None`` offline.
+        on_error: ``"warn"`` (one warning per analyzer and layer), ``"raise"`` or ``"ignore"``.
+        run: the value of the ``run`` column.
+        tags: constant extra columns (names must not collide with the table's columns).
+        log_dir: stream records to this directory as they are made (a :class:`~spectra.sinks.StreamingSink`).
+        plugins: extra plugin objects for this driver only.
+        plugin_manager: a ready plugin manager (overrides ``plugins``).
+        distributed: ``None``, ``"auto"``, ``"shard"``, ``"rank0"`` or a
+            :class:`~spectra.pipeline.distributed.DistributedConfig`.
+        blas_threads: BLAS/LAPACK threads for the analysis (``None``: leave the process's setting alone).
+        progress: show a progress bar over layers (``None``: on a terminal when there are many).
+    """
+
+    analyzers: tuple[Any, ...] = ("esd", "tail")
+    analyzer_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    layers: Any = None
+    layer_rules: Mapping[str, Any] = field(default_factory=dict)
+    normalize: bool = False
+    esd_method: str = "auto"
+    schedule: Any = None
+    on_error: str = "warn"
+    run: str = "run"
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    log_dir: Path | None = None
+    plugins: tuple[Any, ...] = ()
+    plugin_manager: Any = None
+    distributed: Any = None
+    blas_threads: int | None = None
+    progress: bool | None = False
+
+    # ------------------------------------------------------------------------------------------ building
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Every keyword a driver accepts: the fields and the shortcuts."""
+        return [f.name for f in dataclasses.fields(cls)] + list(SHORTCUTS)
+
+    @classmethod
+    def build(cls, driver: str, base: "Settings | None" = None, /, **options: Any) -> "Settings":
+        """The settings of one driver from its keyword options.
+
+        Args:
+            driver: ``"monitor"`` (a training driver: schedules allowed) or ``"analyze"`` (offline, step 0).
+            base: settings to start from (``options`` override them); ``None`` starts from the driver's defaults.
+            **options: any field of :class:`Settings`, or a shortcut: ``fit=`` (the ``tail`` analyzer's
+                method), ``conv_slices=`` (a layer-rules option), ``every=`` (``schedule=every(n)``).
+
+        Raises:
+            TypeError: an unknown option (the message suggests the closest name and lists the allowed ones), or a
+                value of the wrong type.
+            ValueError: a value outside what is allowed (the message names the value and what is allowed).
+        """
+        if driver not in DRIVER_DEFAULTS:
+            raise ValueError(f"unknown driver {driver!r}; allowed: {', '.join(DRIVER_DEFAULTS)}")
+        unknown = [k for k in options if k not in cls.option_names()]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, cls.option_names(), n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise TypeError(
+                f"unknown option(s) {', '.join(hints)}; allowed: {', '.join(sorted(cls.option_names()))}"
+            )
+        if driver == "analyze":
+            given = [k for k in _TRAINING_ONLY if options.get(k) is not None]
+            if given:
+                raise TypeError(f"{', '.join(given)}: only a training driver (SpectraMonitor) has a schedule")
+        values: dict[str, Any]
+        if base is not None:  # field by field (asdict would deep-copy the user's analyzers and plugins)
+            values = {f.name: getattr(base, f.name) for f in dataclasses.fields(cls)}
+        else:
+            values = {k: v for k, v in DRIVER_DEFAULTS[driver].items() if k not in SHORTCUTS}
+        fit = options.pop("fit", None)
+        conv_slices = options.pop("conv_slices", None)
+        every = options.pop("every", None)
+        values.update(options)
+        if every is not None and options.get("schedule") is not None:
+            raise ValueError("pass either every= or schedule=, not both")
+        if driver == "monitor" and values.get("schedule") is None:
+            every = DRIVER_DEFAULTS["monitor"]["every"] if every is None else every
+        if every is not None:
+            from ..schedules import every as every_schedule
+
+            if not _is_int(every) or every < 1:
+                raise ValueError(f"every must be a positive integer, got {every!r}")
+            values["schedule"] = every_schedule(every)
+        values["analyzers"] = _as_tuple(values.get("analyzers", ()), "analyzers")
+        values["analyzer_options"] = _with_fit(fit, values.get("analyzer_options"), values["analyzers"])
+        rules = dict(values.get("layer_rules") or {})
+        if conv_slices is not None:
+            rules["conv_slices"] = conv_slices
+        values["layer_rules"] = rules
+        return cls(**values)
+
+    def replace(self, **options: Any) -> "Settings":
+        """A copy with some options changed (validated like the originals)."""
+        return dataclasses.replace(self, **options)
+
+    # ------------------------------------------------------------------------------------------ validation
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        put(self, "analyzers", _as_tuple(self.analyzers, "analyzers"))
+        _check_analyzer_specs(self.analyzers)
+        put(self, "analyzer_options", _check_options(self.analyzer_options))
+        put(self, "layer_rules", _check_layer_rules(self.layer_rules))
+        if self.layers is not None:
+            from ..layers import selector_predicate
+
+            selector_predicate(self.layers)  # raises TypeError naming the selector and the allowed forms
+        if not isinstance(self.normalize, bool):
+            raise TypeError(f"normalize must be True or False, got {type(self.normalize).__name__} {self.normalize!r}")
+        from ..functional.esd import ESD_METHODS
+
+        if self.esd_method not in ESD_METHODS:
+            raise ValueError(f"unknown esd_method {self.esd_method!r}; allowed: {', '.join(ESD_METHODS)}")
+        if self.schedule is not None:
+            from ..schedules import as_schedule
+
+            put(self, "schedule", as_schedule(self.schedule))
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        if not isinstance(self.run, (str, int)) or isinstance(self.run, bool):
+            raise TypeError(f"run must be a string, got {type(self.run).__name__} {self.run!r}")
+        put(self, "run", str(self.run))
+        put(self, "tags", _check_tags(self.tags))
+        if self.log_dir is not None:
+            if not isinstance(self.log_dir, (str, Path)) and not hasattr(self.log_dir, "__fspath__"):
+                raise TypeError(f"log_dir must be a path, got {type(self.log_dir).__name__} {self.log_dir!r}")
+            put(self, "log_dir", Path(self.log_dir))
+        put(self, "plugins", _as_tuple(self.plugins, "plugins"))
+        if self.distributed is not None:
+            from .distributed import as_config
+
+            as_config(self.distributed)  # raises ValueError naming the allowed modes
+        if self.blas_threads is not None and (not _is_int(self.blas_threads) or self.blas_threads < 1):
+            raise ValueError(f"blas_threads must be a positive integer or None, got {self.blas_threads!r}")
+        if self.progress not in (None, True, False):
+            raise TypeError(f"progress must be True, False or None, got {self.progress!r}")
+
+    # ------------------------------------------------------------------------------------------ what follows
+    def conventions(self, analyzers: Sequence[Any], *, source: str) -> dict[str, Any]:
+        """The conventions recorded in every table's ``attrs``, so numbers can be interpreted later."""
+        from .. import __version__
+
+        conv = self.layer_rules.get("conv_slices", "pooled")
+        out = {
+            "spectra_version": __version__,
+            "eigenvalues": "sigma^2/N (normalized)" if self.normalize else "sigma^2 of W as viewed (no 1/N)",
+            "normalize": self.normalize,
+            "esd_method": self.esd_method,
+            "conv_slices": conv,
+            "conv_scale": "pooled Conv2d slices x1/2 (WeightWatcher)" if conv == "pooled" else "per slice x rf/2",
+            "layer_rules": dict(self.layer_rules),
+            "analyzers": {a.name: a.config() for a in analyzers},
+            "fit": next((a.config().get("method") for a in analyzers if a.name == "tail"), None),
+            "source": source,
+            "run": self.run,
+        }
+        if self.schedule is not None:
+            out["step_semantics"] = "row at step t: W_t, dW_t = W_t - W_{t-1}, G_{t-1}"
+        return out
+
+    def fingerprint(self, *, analyzers: Sequence[Any], entries: Sequence[Any], mode: str, step: int = 0
+                    ) -> dict[str, str]:
+        """What every rank of a distributed job must share, as ``{name: description}`` (compared field by field).
+
+        Args:
+            analyzers: the resolved analyzer instances (their class, options and own schedules count).
+            entries: the analyzed layer entries (names and view shapes count).
+            mode: the effective distributed mode.
+            step: the driver's step counter.
+        """
+        from .. import __version__
+
+        return settings_fingerprint(
+            analyzers=analyzers, entries=entries, schedule=self.schedule, mode=mode, spectra_version=__version__,
+            normalize=self.normalize, esd_method=self.esd_method, layer_rules=dict(self.layer_rules),
+            on_error=self.on_error, run=self.run, tags=dict(self.tags), step=step,
+        )
+
+
+def settings_fingerprint(*, analyzers: Sequence[Any], entries: Sequence[Any], schedule: Any = None,
+                         **settings: Any) -> dict[str, str]:
+    """``{name: description}`` of analyzers, layers, the schedule and any other ``settings`` (for rank checks)."""
+    out = {
+        "analyzers": _describe(
+            [[a.name, f"{type(a).__module__}.{type(a).__qualname__}", a.config(),
+              _describe(getattr(a, "schedule", None))] for a in analyzers]
+        ),
+        "layers": _describe(
+            [[e.layer, e.param_name, [[s.view, s.N, s.M, s.num_matrices] for s in e.shapes]] for e in entries]
+        ),
+    }
+    if schedule is not None:
+        out["schedule"] = _describe(schedule)
+    for k in sorted(settings):
+        out[k] = _describe(settings[k])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _as_tuple(value: Any, name: str) -> tuple[Any, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return (value,)
+    return tuple(value)
+
+
+def _check_analyzer_specs(specs: Sequence[Any]) -> None:
+    from ..analyzers.base import Analyzer
+
+    for spec in specs:
+        if isinstance(spec, type) and issubclass(spec, Analyzer):
+            raise TypeError(
+                f"got the analyzer class {spec.__name__}; pass an instance ({spec.__name__}()) or its "
+                f"registered name {spec.name!r}"
+            )
+        if not isinstance(spec, (str, Analyzer)):
+            raise TypeError(
+                f"analyzers must be registered names or Analyzer instances, got {type(spec).__name__}: {spec!r}"
+            )
+
+
+def _check_options(options: Any) -> dict[str, dict[str, Any]]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping) or not all(isinstance(v, Mapping) for v in options.values()):
+        raise TypeError(
+            f"analyzer_options must map analyzer names to option dicts, e.g. {{'tail': {{'method': 'ww'}}}}; got "
+            f"{options!r}"
+        )
+    return {str(k): dict(v) for k, v in options.items()}
+
+
+def _with_fit(fit: Any, options: Any, analyzers: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Fold ``fit=`` into the ``tail`` analyzer's options when ``"tail"`` is requested by name (explicit wins)."""
+    out = _check_options(options)
+    if fit is None:
+        return out
+    from ..functional.powerlaw import FIT_METHODS
+
+    if fit not in FIT_METHODS:
+        raise ValueError(f"unknown fit method {fit!r}; allowed: {', '.join(FIT_METHODS)}")
+    if "tail" in analyzers:
+        out.setdefault("tail", {}).setdefault("method", fit)
+    return out
+
+
+def _check_layer_rules(rules: Any) -> dict[str, Any]:
+    from ..layers import BuiltinLayerRules
+
+    if not isinstance(rules, Mapping):
+        raise TypeError(f"layer_rules must be a dict of options, got {type(rules).__name__} {rules!r}")
+    allowed = [p for p in inspect.signature(BuiltinLayerRules.__init__).parameters if p != "self"]
+    unknown = sorted(set(rules) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown layer rule option(s) {unknown}; allowed: {', '.join(allowed)}")
+    BuiltinLayerRules(**rules)  # each rule checks its own values (e.g. conv_slices)
+    return dict(rules)
+
+
+def _check_tags(tags: Any) -> dict[str, Any]:
+    from ..table.schema import COLUMNS
+
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise TypeError(f"tags must be a mapping of column names to values, got {type(tags).__name__} {tags!r}")
+    bad = [k for k in tags if not isinstance(k, str) or not k]
+    if bad:
+        raise TypeError(f"tag names must be non-empty strings, got {bad!r}")
+    clash = [k for k in tags if k in COLUMNS]
+    if clash:
+        raise ValueError(f"tag name(s) {clash} collide with the table's columns ({', '.join(COLUMNS)}); rename them")
+    return dict(tags)

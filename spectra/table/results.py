@@ -1,0 +1,185 @@
+"""Results: views over the tidy table (the frame, the wide per-layer table, spectra, summaries, concat).
+
+The rows are :class:`~spectra.table.schema.Record` objects (or a frame read from disk); reading and writing
+delegate to :mod:`spectra.table.storage`. Schema: docs/design.md, "The tidy table".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .schema import SCHEMA_VERSION, Record, layers_frame, normalize_frame, records_frame
+
+__all__ = ["Results"]
+
+
+class Results:
+    """A collection of :class:`Record` rows plus the layers table and the conventions in force.
+
+    Build one from records (``Results(records, layers=..., attrs=...)``), from a tidy frame
+    (:meth:`from_pandas`), or from disk (:meth:`read`). The tidy frame's ``attrs`` carry the conventions
+    (eigenvalue normalisation, fit method, schema version) so a reader knows what the numbers mean.
+    """
+
+    def __init__(
+        self,
+        records: Iterable[Record] = (),
+        *,
+        layers: Sequence[Mapping[str, Any]] | Any = (),
+        attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._records: list[Record] = list(records)
+        self._frame = None
+        if hasattr(layers, "columns"):
+            self._layers = layers.copy()
+        else:
+            self._layers = layers_frame(list(layers))
+        self.attrs: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        if attrs:
+            self.attrs.update(attrs)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_pandas(cls, df, *, layers=None, attrs: Mapping[str, Any] | None = None) -> "Results":
+        """Wrap an existing tidy frame (e.g. one read from disk)."""
+        res = cls(layers=layers if layers is not None else (), attrs={**dict(df.attrs), **(attrs or {})})
+        res._frame = normalize_frame(df)
+        return res
+
+    def extend(self, records: Iterable[Record]) -> None:
+        """Append records (used by the monitor as steps are analyzed)."""
+        self._records.extend(records)
+
+    # ----------------------------------------------------------------- views
+    def __len__(self) -> int:
+        return (len(self._frame) if self._frame is not None else 0) + len(self._records)
+
+    @property
+    def records(self) -> list[Record]:
+        """The in-memory records (empty for results read from disk; use :meth:`to_pandas`)."""
+        return list(self._records)
+
+    @property
+    def layers(self):
+        """The layers side table: ``layer, view, module_type, N, M, Q, num_matrices, dtype, skip_reason``."""
+        return self._layers.copy()
+
+    def to_pandas(self):
+        """The tidy table (one row per observation) with the conventions in ``DataFrame.attrs``."""
+        import pandas as pd
+
+        parts = []
+        if self._frame is not None:
+            parts.append(self._frame)
+        if self._records:
+            parts.append(records_frame(self._records))
+        if not parts:
+            df = records_frame([])
+        elif len(parts) == 1:
+            df = parts[0].copy()
+        else:
+            df = normalize_frame(pd.concat(parts, ignore_index=True))
+        df.attrs = dict(self.attrs)
+        return df
+
+    def to_wide(self, *, matrix: str | None = "weight"):
+        """One row per (run, step, layer, view) with one column per scalar metric (WeightWatcher names).
+
+        Args:
+            matrix: keep only rows of this matrix kind (``"weight"`` by default, matching WeightWatcher's
+                ``details``); ``None`` keeps all and prefixes non-weight metrics with ``"<matrix>_"``.
+        """
+        df = self.to_pandas()
+        df = df[df["index"].isna() & df["status"].isin(["ok", "warn"])]
+        if matrix is not None:
+            df = df[df["matrix"] == matrix]
+            name = df["metric"]
+        else:
+            name = df["metric"].where(df["matrix"] == "weight", df["matrix"] + "_" + df["metric"])
+        df = df.assign(column=name)
+        wide = df.pivot_table(
+            index=["run", "step", "layer", "view"], columns="column", values="value", aggfunc="first", sort=False
+        ).reset_index()
+        wide.columns.name = None
+        if len(self._layers):
+            lay = self._layers[self._layers["skip_reason"].isna()][["layer", "view", "module_type", "N", "M", "Q"]]
+            wide = wide.merge(lay, on=["layer", "view"], how="left")
+        wide.attrs = dict(self.attrs)
+        return wide
+
+    def spectra(self, layer: str, *, view: str | None = None, matrix: str = "weight", run: str | None = None):
+        """Full spectra of one layer by step, ``{step: ascending eigenvalues}``, for :func:`spectra.plot.
+        plot_esd_snapshots`. Needs the ``esd`` analyzer's ``spectrum=True`` option (rows of metric
+        ``eigenvalue``).
+
+        Raises:
+            ValueError: no eigenvalue rows for that layer (the message says how to record them and lists the
+                layers that have them), or several views/runs when none is chosen.
+        """
+        df = self.to_pandas()
+        ev = df[(df["metric"] == "eigenvalue") & (df["matrix"] == matrix)]
+        have = sorted(ev["layer"].dropna().unique().tolist())
+        ev = ev[ev["layer"] == layer]
+        if ev.empty:
+            raise ValueError(
+                f"no eigenvalue rows for layer {layer!r} (matrix {matrix!r}); record them with "
+                f"analyzer_options={{'esd': {{'spectrum': True}}}}. Layers with spectra: {have or 'none'}"
+            )
+        for col, chosen in (("view", view), ("run", run)):
+            values = sorted(ev[col].dropna().unique().tolist())
+            if chosen is not None:
+                ev = ev[ev[col] == chosen]
+            elif len(values) > 1:
+                raise ValueError(f"layer {layer!r} has several {col}s {values}; pass {col}=...")
+        out = {}
+        for step, grp in ev.groupby("step", sort=True):
+            out[int(step)] = grp.sort_values("index")["value"].to_numpy(dtype=np.float64)
+        return out
+
+    def summary(self):
+        """Per-metric mean/median/min/max over layers at each step, counting failed rows separately."""
+        df = self.to_pandas()
+        ok = df[df["index"].isna() & (df["status"] == "ok")]
+        return ok.groupby(["run", "step", "matrix", "metric"])["value"].describe().reset_index()
+
+    # ----------------------------------------------------------------- persistence
+    def to_parquet(self, path: str | Path) -> Path:
+        """Write the tidy table (conventions and layers table in the file's metadata), atomically."""
+        from .storage import write_parquet
+
+        return write_parquet(path, self.to_pandas(), self.attrs, self._layers)
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the tidy table as CSV, with a ``<name>.meta.json`` beside it holding attrs and layers."""
+        from .storage import write_csv
+
+        return write_csv(path, self.to_pandas(), self.attrs, self._layers)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Results":
+        """Load results from a parquet file, a CSV file, or a monitor's ``log_dir``.
+
+        A ``log_dir`` holds one parquet part per analyzed step; parts that are partially written (a crash
+        mid-write) are detected, skipped with a warning, and never corrupt the table.
+        """
+        from .storage import read_table
+
+        data = read_table(path)
+        return cls.from_pandas(data.frame, layers=data.layers, attrs=data.attrs)
+
+    @staticmethod
+    def concat(results: Sequence["Results"]) -> "Results":
+        """Concatenate several results (e.g. runs), keeping the first one's attrs and the union of layers."""
+        import pandas as pd
+
+        if not results:
+            return Results()
+        frames = [r.to_pandas() for r in results]
+        layers = pd.concat([r.layers for r in results], ignore_index=True).drop_duplicates(["layer", "view"])
+        return Results.from_pandas(pd.concat(frames, ignore_index=True), layers=layers, attrs=results[0].attrs)
+
+    def __repr__(self) -> str:
+        return f"Results({len(self)} rows, {len(self._layers)} layer views)"

@@ -1,0 +1,163 @@
+"""The tidy table's schema: the :class:`Record` row, its columns, statuses and matrix kinds, and frame builders.
+
+One row is one observation: the value of one metric of one matrix of one layer view at one step. The columns
+are ``run, step, layer, view, matrix, analyzer, metric, index, value, status, message`` plus any user tags.
+``matrix`` is ``weight | update | grad``; ``index`` is the rank k (or an encoded pair) of a vector-valued metric
+and ``<NA>`` for scalars; ``status`` is ``ok | warn | failed | skipped``. See docs/design.md, "The tidy table".
+
+This module is the bottom of the table package: :mod:`spectra.table.storage` and :mod:`spectra.table.results`
+build on it, never the other way round.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Record",
+    "COLUMNS",
+    "STATUSES",
+    "MATRICES",
+    "LAYER_COLUMNS",
+    "SCHEMA_VERSION",
+    "records_frame",
+    "normalize_frame",
+    "layers_frame",
+    "jsonable",
+]
+
+SCHEMA_VERSION = 1
+COLUMNS = ("run", "step", "layer", "view", "matrix", "analyzer", "metric", "index", "value", "status", "message")
+STATUSES = ("ok", "warn", "failed", "skipped")
+MATRICES = ("weight", "update", "grad")
+LAYER_COLUMNS = ("layer", "view", "module_type", "N", "M", "Q", "num_matrices", "dtype", "skip_reason")
+
+_STRING_COLUMNS = ("run", "layer", "view", "matrix", "analyzer", "metric", "status", "message")
+_INT_COLUMNS = ("step", "index")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One observation: the value of one metric of one matrix of one layer view at one step."""
+
+    run: str
+    step: int
+    layer: str
+    view: str
+    matrix: str
+    analyzer: str
+    metric: str
+    value: float
+    index: int | None = None
+    status: str = "ok"
+    message: str = ""
+    tags: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def failed(
+        cls,
+        *,
+        run: str,
+        step: int,
+        layer: str,
+        view: str,
+        analyzer: str,
+        message: str,
+        tags: Mapping[str, Any] | None = None,
+        matrix: str = "weight",
+    ) -> "Record":
+        """The one way to build a failed row: ``metric="error"``, a NaN value, ``status="failed"``.
+
+        Args:
+            run: the ``run`` column.
+            step: the step the failure belongs to.
+            layer: the layer whose analysis failed.
+            view: its view (``""`` when the failure happened before views existed).
+            analyzer: the analyzer that failed, or the stage (``"capture"``) for failures outside analyzers.
+            message: what went wrong (usually ``"ExceptionType: text"``).
+            tags: the constant extra columns of the run.
+            matrix: the matrix kind the row is filed under.
+        """
+        return cls(run, step, layer, view, matrix, analyzer, "error", math.nan, None, "failed", message,
+                   dict(tags or {}))
+
+
+def records_frame(records: Sequence[Record]):
+    """The tidy frame of ``records`` in canonical dtypes (tags become extra columns, in order of appearance)."""
+    import pandas as pd
+
+    tag_keys: list[str] = []
+    for r in records:
+        for k in r.tags:
+            if k not in tag_keys and k not in COLUMNS:
+                tag_keys.append(k)
+    df = pd.DataFrame(
+        {
+            "run": pd.array([r.run for r in records], dtype="string"),
+            "step": pd.array([r.step for r in records], dtype="Int64"),
+            "layer": pd.array([r.layer for r in records], dtype="string"),
+            "view": pd.array([r.view for r in records], dtype="string"),
+            "matrix": pd.array([r.matrix for r in records], dtype="string"),
+            "analyzer": pd.array([r.analyzer for r in records], dtype="string"),
+            "metric": pd.array([r.metric for r in records], dtype="string"),
+            "index": pd.array([r.index for r in records], dtype="Int64"),
+            "value": np.asarray([r.value for r in records], dtype=np.float64),
+            "status": pd.array([r.status for r in records], dtype="string"),
+            "message": pd.array([r.message for r in records], dtype="string"),
+        }
+    )
+    for k in tag_keys:
+        df[k] = [r.tags.get(k) for r in records]
+    return normalize_frame(df)
+
+
+def normalize_frame(df):
+    """Cast a tidy table to the canonical dtypes and column order (after every read, so round trips keep them)."""
+    import pandas as pd
+
+    df = df.copy()
+    for c in _STRING_COLUMNS:
+        if c in df:
+            df[c] = df[c].astype("string")
+    for c in _INT_COLUMNS:
+        if c in df:
+            df[c] = pd.to_numeric(df[c]).astype("Int64")
+    if "value" in df:
+        df["value"] = pd.to_numeric(df["value"], errors="coerce").astype("float64")
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = pd.array([pd.NA] * len(df), dtype="Int64" if c in _INT_COLUMNS else "string")
+    ordered = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
+    return df[ordered].reset_index(drop=True)
+
+
+def layers_frame(rows: Sequence[Mapping[str, Any]]):
+    """The layers side table (columns :data:`LAYER_COLUMNS`) from rows of dicts, in canonical dtypes."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows), columns=list(LAYER_COLUMNS)) if rows else pd.DataFrame(columns=list(LAYER_COLUMNS))
+    for c in ("layer", "view", "module_type", "dtype", "skip_reason"):
+        df[c] = df[c].astype("string")
+    for c in ("N", "M", "num_matrices"):
+        df[c] = pd.to_numeric(df[c]).astype("Int64")
+    df["Q"] = pd.to_numeric(df["Q"]).astype("float64")
+    return df
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy scalars made plain and unknown objects turned into strings, for JSON metadata."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
