@@ -17,7 +17,7 @@ from .hookspecs import hookimpl  # noqa: F401 (re-exported)
 # the submodule later cannot shadow it (the module's own imports are light: numpy, no pandas/scipy).
 from .analyze import analyze  # noqa: E402, F401 (re-exported)
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402, F401 (re-exported)
 
 _EXPORTS = {
     "SpectraMonitor": "monitor",

@@ -1,20 +1,11 @@
 """SpectraMonitor: spectral diagnostics inside any training loop, through the optimizer's step hooks.
 
-Lifecycle (docs/design.md, "The monitor's lifecycle"):
-
-* ``step`` counts completed ``optimizer.step()`` calls; step 0 is the initial weights, analyzed at attach
-  time when the schedule selects it (weight metrics only).
-* A row at step t describes W_t, the update ΔW_t = W_t − W_{t−1} and the gradient G_{t−1} that produced it.
-* On a step with nothing due the hooks cost O(1): no clone, no ``.item()``, no device sync.
-* On a due step the pre-hook copies what the due analyzers need (:mod:`spectra.pipeline.capture`); the
-  post-hook hands the copies to the :class:`~spectra.pipeline.Pipeline`, which builds snapshots, runs the
-  analyzers, sends the records to the sinks and frees the copies.
-* Failures are caught per (analyzer, layer) and become ``failed`` rows; training never stops unless
-  ``on_error="raise"``. The monitor never changes parameters, gradients or optimizer state.
-* Steps the optimizer skips (``torch.amp.GradScaler`` on inf/NaN gradients never calls ``optimizer.step()``)
-  are not counted.
-* LBFGS: ``step(closure)`` fires the hooks once per call, so ΔW is the whole step's change; the gradient is
-  the one present when ``step`` is entered (from the previous call's last closure evaluation), or absent.
+``step`` counts completed ``optimizer.step()`` calls (steps a ``GradScaler`` skips are not counted); step 0 is
+the initial weights. A row at step t describes W_t, the update ΔW_t = W_t − W_{t−1} and the gradient G_{t−1}
+that produced it. A step with nothing due costs O(1): no clone, no ``.item()``, no device sync. On a due step
+the pre-hook copies what the due analyzers need (:mod:`spectra.pipeline.capture`) and the post-hook hands the
+copies to the :class:`~spectra.pipeline.Pipeline`. LBFGS fires the hooks once per ``step(closure)``, so ΔW is
+the whole step's change. The whole lifecycle: docs/design.md, "The monitor's lifecycle".
 """
 
 from __future__ import annotations
@@ -26,7 +17,7 @@ from typing import Any, Mapping
 from .pipeline.capture import needs_of, take_copies
 from .pipeline.settings import DRIVER_DEFAULTS, Settings
 from .table.results import Results
-from .table.schema import Record
+from .table.schema import record_rows, records_from_rows
 
 __all__ = ["SpectraMonitor", "DEFAULT_ANALYZERS", "DEFAULT_EVERY"]
 
@@ -35,11 +26,8 @@ DEFAULT_EVERY = DRIVER_DEFAULTS["monitor"]["every"]
 
 
 def _weak_hook(monitor: "SpectraMonitor", method: str) -> Any:
-    """An optimizer hook that calls ``monitor.<method>`` through a weak reference.
-
-    The optimizer must not keep a forgotten monitor alive: once the user drops the last reference the monitor
-    is collected, its ``__del__`` removes the hooks, and training goes on unobserved.
-    """
+    """An optimizer hook calling ``monitor.<method>`` through a weak reference: the optimizer must not keep a
+    forgotten monitor alive (once collected, its ``__del__`` removes the hooks and training goes on)."""
     ref = weakref.ref(monitor)
 
     def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -109,7 +97,7 @@ class SpectraMonitor:
         self._handles: list[Any] = []
         self._attached = False
         self._detached_once = False
-        self._pending: dict[int, dict[str, Any]] | None = None
+        self._pending: dict[int, dict[str, Any]] | None = None  # copies taken before the step in flight
         self._pending_step: int | None = None
         target = unwrap_model(model)
         check_model_supported(target)
@@ -144,7 +132,6 @@ class SpectraMonitor:
     def log_dir(self) -> Any:
         """Where records stream to, or ``None``."""
         return self.settings.log_dir
-
     def _optimizer_param_ids(self) -> set[int]:
         return {id(p) for g in self.optimizer.param_groups for p in g["params"]}
 
@@ -287,15 +274,7 @@ class SpectraMonitor:
 
     def state_dict(self) -> dict[str, Any]:
         """The step counter and records, to resume a run (save it with the model's checkpoint)."""
-        return {
-            "step": self.step,
-            "run": self.run,
-            "records": [
-                (r.run, r.step, r.layer, r.view, r.matrix, r.analyzer, r.metric, r.value, r.index, r.status,
-                 r.message, dict(r.tags))
-                for r in self._results.records
-            ],
-        }
+        return {"step": self.step, "run": self.run, "records": record_rows(self._results.records)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`: restores the step counter and the records.
@@ -309,9 +288,9 @@ class SpectraMonitor:
         step = state["step"]
         if not isinstance(step, int) or step < 0:
             raise ValueError(f"monitor state has invalid step {step!r}")
-        recs = [Record(*row[:11], tags=row[11] if len(row) > 11 else {}) for row in state["records"]]
+        records = records_from_rows(state["records"])
         self.step = step
-        self._results = Results(recs, layers=self._pipeline.layer_rows, attrs=self._results.attrs)
+        self._results = Results(records, layers=self._pipeline.layer_rows, attrs=self._results.attrs)
 
     def __repr__(self) -> str:
         return (

@@ -213,7 +213,7 @@ class Settings:
     # ------------------------------------------------------------------------------------------ what follows
     def conventions(self, analyzers: Sequence[Any], *, source: str) -> dict[str, Any]:
         """The conventions recorded in every table's ``attrs``, so numbers can be interpreted later."""
-        from .. import __version__
+        from ..version import __version__
 
         conv = self.layer_rules.get("conv_slices", "pooled")
         out = {
@@ -243,7 +243,7 @@ class Settings:
             mode: the effective distributed mode.
             step: the driver's step counter.
         """
-        from .. import __version__
+        from ..version import __version__
 
         return settings_fingerprint(
             analyzers=analyzers, entries=entries, schedule=self.schedule, mode=mode, spectra_version=__version__,

@@ -25,6 +25,8 @@ __all__ = [
     "LAYER_COLUMNS",
     "SCHEMA_VERSION",
     "records_frame",
+    "record_rows",
+    "records_from_rows",
     "normalize_frame",
     "layers_frame",
     "jsonable",
@@ -84,6 +86,17 @@ class Record:
         """
         return cls(run, step, layer, view, matrix, analyzer, "error", math.nan, None, "failed", message,
                    dict(tags or {}))
+
+
+def record_rows(records: Sequence[Record]) -> list[tuple]:
+    """Records as plain tuples (field order of :class:`Record`, tags last), e.g. for a ``state_dict``."""
+    return [(r.run, r.step, r.layer, r.view, r.matrix, r.analyzer, r.metric, r.value, r.index, r.status,
+             r.message, dict(r.tags)) for r in records]
+
+
+def records_from_rows(rows: Sequence[Sequence[Any]]) -> list[Record]:
+    """The inverse of :func:`record_rows` (rows without tags are accepted)."""
+    return [Record(*row[:11], tags=row[11] if len(row) > 11 else {}) for row in rows]
 
 
 def records_frame(records: Sequence[Record]):

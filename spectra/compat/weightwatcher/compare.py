@@ -100,7 +100,7 @@ def compare_weightwatcher(model: Any, *, fit: str = "ww", layers: Any = None, **
     """
     import pandas as pd
 
-    from ... import __version__
+    from ...version import __version__
     from ...analyze import load_target
 
     bad = sorted(set(ww_options) - set(ALLOWED_WW_OPTIONS))
