@@ -15,9 +15,9 @@ import weakref
 from typing import Any, Mapping
 
 from .pipeline.capture import needs_of, take_copies
+from .pipeline.recorder import Recorder
 from .pipeline.settings import DRIVER_DEFAULTS, Settings
 from .table.results import Results
-from .table.schema import record_rows, records_from_rows
 
 __all__ = ["SpectraMonitor", "DEFAULT_ANALYZERS", "DEFAULT_EVERY"]
 
@@ -104,7 +104,8 @@ class SpectraMonitor:
         self._pipeline = Pipeline(self.settings, target, source="monitor")
         self._warn_outside_optimizer()
         self._seen_ids = {id(e.param) for e in self._pipeline.entries} | self._optimizer_param_ids()
-        self._results = Results(layers=self._pipeline.layer_rows, attrs=self._pipeline.attrs)
+        self._step0_done = False
+        self._recorder = Recorder(self._pipeline)
         if attach:
             try:
                 self.attach()
@@ -169,10 +170,11 @@ class SpectraMonitor:
         self._attach_step = self.step
         self._detached_once = False
         self._pipeline.notify("spectra_monitor_attached", monitor=self)
-        if self.step == 0 and not len(self._results):
+        if self.step == 0 and not self._step0_done:
+            self._step0_done = True
             due = self._pipeline.due(0)
             if due:
-                self._results.extend(self._pipeline.run(0, due))
+                self._recorder.add(self._pipeline.run(0, due))
         return self
 
     def detach(self) -> None:
@@ -242,7 +244,7 @@ class SpectraMonitor:
         try:
             in_opt = self._optimizer_param_ids()
             self._pick_up_new_params(in_opt)
-            self._results.extend(self._pipeline.run(step, due, captured, include=in_opt))
+            self._recorder.add(self._pipeline.run(step, due, captured, include=in_opt))
         except Exception as exc:
             self._pipeline.policy.handle(exc, key=("step", step),
                                          message=f"spectra: analysis of step {step} failed: {exc!r}")
@@ -255,42 +257,46 @@ class SpectraMonitor:
         if in_opt - self._seen_ids:
             self._seen_ids |= in_opt
             if self._pipeline.add_new_params(in_opt):
-                self._results = Results(self._results.records, layers=self._pipeline.layer_rows,
-                                        attrs=self._results.attrs)
+                self._recorder.relayer()
 
     # ------------------------------------------------------------------ results and state
     @property
+    def run_id(self) -> str | None:
+        """The id of the run this monitor streams to ``log_dir`` (``None`` without one)."""
+        return self._recorder.run_id
+
+    @property
     def results(self) -> Results:
         """All records so far, with the layers table and conventions."""
-        return self._results
+        return self._recorder.results
 
     def to_pandas(self):
         """The tidy table (see :class:`~spectra.Results`)."""
-        return self._results.to_pandas()
+        return self.results.to_pandas()
 
     def to_wide(self, **kwargs: Any):
         """One row per (run, step, layer, view)."""
-        return self._results.to_wide(**kwargs)
+        return self.results.to_wide(**kwargs)
 
     def state_dict(self) -> dict[str, Any]:
-        """The step counter and records, to resume a run (save it with the model's checkpoint)."""
-        return {"step": self.step, "run": self.run, "records": record_rows(self._results.records)}
+        """What resumes this monitor: the step counter and, with ``log_dir``, a cursor into it (the run id), so
+        its size does not grow with the records; without ``log_dir`` the records themselves."""
+        return self._recorder.state_dict(step=self.step)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from :meth:`state_dict`: restores the step counter and the records.
+        """Resume from :meth:`state_dict` (call it right after construction, before training continues).
+
+        See :meth:`spectra.pipeline.recorder.Recorder.load_state_dict`.
 
         Raises:
-            ValueError: the state is malformed (names the missing key or bad value).
+            ValueError: the state is malformed or points into a ``log_dir`` this monitor does not stream to.
+            RuntimeError: the monitor has already recorded training steps.
         """
-        for key in ("step", "records"):
-            if key not in state:
-                raise ValueError(f"monitor state is missing {key!r}; expected keys: step, run, records")
-        step = state["step"]
-        if not isinstance(step, int) or step < 0:
-            raise ValueError(f"monitor state has invalid step {step!r}")
-        records = records_from_rows(state["records"])
-        self.step = step
-        self._results = Results(records, layers=self._pipeline.layer_rows, attrs=self._results.attrs)
+        self._recorder.check_state(state)
+        if self.step > 0:
+            raise RuntimeError(f"this monitor has already recorded steps up to {self.step}; load_state_dict must "
+                               "come before training continues (build a new monitor and load the state into it)")
+        self.step = self._recorder.load_state_dict(state)
 
     def __repr__(self) -> str:
         return (

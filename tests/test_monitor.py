@@ -344,6 +344,8 @@ def test_state_dict_round_trip_resumes_step_counter():
     assert sorted(df.step.unique()) == [0, 2, 4]
     with pytest.raises(ValueError, match="missing 'step'"):
         mon2.load_state_dict({"records": []})
+    with pytest.raises(RuntimeError, match="already recorded steps up to 4"):
+        mon2.load_state_dict(state)  # a monitor that trained on cannot be rewound
 
 
 def test_log_dir_streams_and_reloads(tmp_path):
@@ -354,7 +356,7 @@ def test_log_dir_streams_and_reloads(tmp_path):
 
     class Sink:
         @spectra.hookimpl
-        def spectra_log_records(self, records, step, run, log_dir):
+        def spectra_log_records(self, records, step, run):
             seen.append((step, len(records)))
 
     mon = SpectraMonitor(model, opt, every=2, analyzers=("esd", "alignment"), log_dir=tmp_path / "log",

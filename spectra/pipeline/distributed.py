@@ -248,6 +248,23 @@ class ShardPlan:
                 f"the same ones: " + " | ".join(diffs)
             )
 
+    def agree(self, value: Any, *, what: str = "a value") -> Any:
+        """Rank 0's ``value`` on every rank (a collective on the settings-check group), e.g. a run id."""
+        if self.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * self.world_size
+        try:
+            dist.all_gather_object(gathered, value, group=self._group("check"))
+        except Exception as exc:
+            self.close()
+            raise RuntimeError(
+                f"spectra (distributed={self.mode!r}): rank {self.rank} could not agree on {what} with the other "
+                f"ranks within check_timeout={self.config.check_timeout} s ({type(exc).__name__}: {exc})"
+            ) from exc
+        return gathered[0]
+
     # -------------------------------------------------------------- assignment
     def owners(self, entries: Sequence[Any]) -> list[int]:
         """Owner rank of each entry (cached by layer names; recomputed when the layer list changes)."""

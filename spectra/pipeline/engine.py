@@ -169,8 +169,8 @@ def run_analyzers(
                                              analyzer=an.name, message=msg, tags=tags))
                 continue
             records.extend(
-                Record(run, st.step, st.layer, st.view, m.matrix, an.name, m.metric, float(m.value), m.index,
-                       m.status, m.message, tags)
+                Record(run, st.step, st.layer, st.view, m.matrix, an.name, m.metric, float(m.value),
+                       None if m.index is None else int(m.index), m.status, m.message, tags)
                 for m in produced
             )
     return records

@@ -65,8 +65,14 @@ class Pipeline:
         self.discover()
         self.attrs = settings.conventions(self.analyzers, source=source)
         self.sinks: list[Any] = []
+        self.stream: StreamingSink | None = None
         if settings.log_dir is not None:
-            self.sinks.append(StreamingSink(settings.log_dir, attrs=self.attrs, layers=self.layer_rows))
+            from ..table.storage import new_run_id
+
+            run_id = new_run_id() if self.plan is None else self.plan.agree(new_run_id(), what="the run id")
+            self.attrs["run_id"] = run_id
+            self.stream = StreamingSink(settings.log_dir, attrs=self.attrs, layers=self.layer_rows, run_id=run_id)
+            self.sinks.append(self.stream)
 
     def __repr__(self) -> str:
         return (f"Pipeline(source={self.source!r}, layers={len(self.entries)}, "

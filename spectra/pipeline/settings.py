@@ -77,6 +77,8 @@ class Settings:
         run: the value of the ``run`` column.
         tags: constant extra columns (names must not collide with the table's columns).
         log_dir: stream records to this directory as they are made (a :class:`~spectra.sinks.StreamingSink`).
+        keep_in_memory: also keep every record in memory. ``None`` (default): only without ``log_dir``; with
+            ``log_dir`` the results are read back from disk, so memory stays flat over long runs.
         plugins: extra plugin objects for this driver only.
         plugin_manager: a ready plugin manager (overrides ``plugins``).
         distributed: ``None``, ``"auto"``, ``"shard"``, ``"rank0"`` or a
@@ -96,6 +98,7 @@ class Settings:
     run: str = "run"
     tags: Mapping[str, Any] = field(default_factory=dict)
     log_dir: Path | None = None
+    keep_in_memory: bool | None = None
     plugins: tuple[Any, ...] = ()
     plugin_manager: Any = None
     distributed: Any = None
@@ -190,8 +193,9 @@ class Settings:
             from ..schedules import as_schedule
 
             put(self, "schedule", as_schedule(self.schedule))
-        if self.on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        from .engine import ErrorPolicy
+
+        ErrorPolicy(self.on_error)  # raises ValueError naming the allowed modes
         if not isinstance(self.run, (str, int)) or isinstance(self.run, bool):
             raise TypeError(f"run must be a string, got {type(self.run).__name__} {self.run!r}")
         put(self, "run", str(self.run))
@@ -200,6 +204,10 @@ class Settings:
             if not isinstance(self.log_dir, (str, Path)) and not hasattr(self.log_dir, "__fspath__"):
                 raise TypeError(f"log_dir must be a path, got {type(self.log_dir).__name__} {self.log_dir!r}")
             put(self, "log_dir", Path(self.log_dir))
+        if self.keep_in_memory not in (None, True, False):
+            raise TypeError(f"keep_in_memory must be True, False or None, got {self.keep_in_memory!r}")
+        if self.keep_in_memory is False and self.log_dir is None:
+            raise ValueError("keep_in_memory=False needs a log_dir to keep the records in")
         put(self, "plugins", _as_tuple(self.plugins, "plugins"))
         if self.distributed is not None:
             from .distributed import as_config
@@ -332,6 +340,11 @@ def _check_layer_rules(rules: Any) -> dict[str, Any]:
 
 
 def _check_tags(tags: Any) -> dict[str, Any]:
+    """Tags are constant extra columns: names that are not the table's, values that every format can store."""
+    import math
+
+    import numpy as np
+
     from ..table.schema import COLUMNS
 
     if tags is None:
@@ -341,7 +354,18 @@ def _check_tags(tags: Any) -> dict[str, Any]:
     bad = [k for k in tags if not isinstance(k, str) or not k]
     if bad:
         raise TypeError(f"tag names must be non-empty strings, got {bad!r}")
-    clash = [k for k in tags if k in COLUMNS]
+    reserved = (*COLUMNS, "run_id")
+    clash = [k for k in tags if k in reserved]
     if clash:
-        raise ValueError(f"tag name(s) {clash} collide with the table's columns ({', '.join(COLUMNS)}); rename them")
-    return dict(tags)
+        raise ValueError(f"tag name(s) {clash} collide with the table's columns ({', '.join(reserved)}); rename them")
+    out = {}
+    for k, v in tags.items():
+        v = v.item() if isinstance(v, np.generic) else v
+        if v is not None and not isinstance(v, (str, bool, int, float)):
+            raise TypeError(f"tag {k!r} is a {type(v).__name__} ({v!r}); tags must be str, int, float, bool or None")
+        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+            raise ValueError(f"tag {k!r} = {v} does not fit a 64-bit integer column; pass it as a string")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"tag {k!r} = {v} is not finite; tags must be finite numbers (or a string)")
+        out[k] = v
+    return out

@@ -159,15 +159,20 @@ class Results:
         return write_csv(path, self.to_pandas(), self.attrs, self._layers)
 
     @classmethod
-    def read(cls, path: str | Path) -> "Results":
+    def read(cls, path: str | Path, *, run_id: str | None = None) -> "Results":
         """Load results from a parquet file, a CSV file, or a monitor's ``log_dir``.
 
-        A ``log_dir`` holds one parquet part per analyzed step; parts that are partially written (a crash
-        mid-write) are detected, skipped with a warning, and never corrupt the table.
+        Args:
+            path: the file or directory.
+            run_id: for a ``log_dir`` holding several runs, which one (``"all"``: every run, side by side with
+                a ``run_id`` column). Runs are never merged silently.
+
+        A ``log_dir`` holds one parquet part per analyzed step; a part that is truncated or was not written by
+        spectra is skipped with a warning naming it, and never corrupts the table.
         """
         from .storage import read_table
 
-        data = read_table(path)
+        data = read_table(path, run_id=run_id)
         return cls.from_pandas(data.frame, layers=data.layers, attrs=data.attrs)
 
     @staticmethod

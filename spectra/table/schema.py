@@ -25,6 +25,7 @@ __all__ = [
     "LAYER_COLUMNS",
     "SCHEMA_VERSION",
     "records_frame",
+    "tag_column",
     "record_rows",
     "records_from_rows",
     "normalize_frame",
@@ -124,8 +125,35 @@ def records_frame(records: Sequence[Record]):
         }
     )
     for k in tag_keys:
-        df[k] = [r.tags.get(k) for r in records]
+        df[k] = tag_column([r.tags.get(k) for r in records])
     return normalize_frame(df)
+
+
+def _plain(v: Any) -> Any:
+    """A numpy scalar as the Python scalar it holds; anything else unchanged."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def tag_column(values: Sequence[Any]):
+    """A tag column in its canonical dtype, so it survives every storage format unchanged.
+
+    Values of one Python type get a nullable pandas dtype (``boolean``, ``Int64``, ``Float64``, ``string``;
+    missing values are ``<NA>``); a column mixing types (``1`` and ``"a"``, or ints and floats) stays
+    ``object`` with each value kept as written (storage encodes such columns as JSON).
+    """
+    import pandas as pd
+
+    vals = [None if (v is None or v is pd.NA) else _plain(v) for v in values]
+    kinds = {type(v) for v in vals if v is not None}
+    if kinds == {bool}:
+        return pd.array(vals, dtype="boolean")
+    if kinds == {int}:
+        return pd.array(vals, dtype="Int64")
+    if kinds == {float}:
+        return pd.array(vals, dtype="Float64")
+    if kinds <= {str}:
+        return pd.array(vals, dtype="string")
+    return pd.array(vals, dtype=object)
 
 
 def normalize_frame(df):
@@ -144,6 +172,9 @@ def normalize_frame(df):
     for c in COLUMNS:
         if c not in df.columns:
             df[c] = pd.array([pd.NA] * len(df), dtype="Int64" if c in _INT_COLUMNS else "string")
+    for c in df.columns:
+        if c not in COLUMNS:
+            df[c] = tag_column(df[c].tolist())
     ordered = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
     return df[ordered].reset_index(drop=True)
 

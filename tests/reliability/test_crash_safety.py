@@ -128,8 +128,9 @@ def test_unreadable_meta_is_reported_and_records_still_load(tmp_path):
     log_dir = tmp_path / "log"
     _log_dir_run(log_dir, steps=1)
     good = spectra.Results.read(log_dir).to_pandas()
-    (log_dir / "meta.json").write_text('{"attrs": {"trunc')
-    with pytest.warns(RuntimeWarning, match="unreadable .*meta.json"):
+    (meta,) = (log_dir / "runs").glob("*.json")
+    meta.write_text('{"attrs": {"trunc')
+    with pytest.warns(RuntimeWarning, match=f"unreadable meta file .*{meta.name}"):
         res = spectra.Results.read(log_dir)
     assert res.to_pandas().equals(good)
 
