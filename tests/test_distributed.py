@@ -115,7 +115,7 @@ class LayerSink:
         self.layers: set[str] = set()
 
     @spectra.hookimpl
-    def spectra_log_records(self, records, step, run, log_dir):
+    def spectra_log_records(self, records, step, run):
         self.layers.update(r.layer for r in records)
 
 

@@ -16,11 +16,12 @@ from typing import Any, Hashable, Iterable, Mapping, Sequence
 from ..analyzers.base import Analyzer, Measurement
 from ..snapshot import LayerState
 from ..table.schema import STATUSES, Record
-from .settings import ON_ERROR
 
 __all__ = ["ErrorPolicy", "ON_ERROR", "resolve_analyzers", "run_analyzers", "runtime_needs"]
 
 logger = logging.getLogger(__name__)
+
+ON_ERROR = ("warn", "raise", "ignore")
 
 
 class ErrorPolicy:
@@ -90,7 +91,17 @@ def resolve_analyzers(
                 raise ValueError(
                     f"unknown analyzer {spec!r}; registered analyzers: {', '.join(sorted(registry)) or 'none'}"
                 )
-            out.append(registry[spec](**options.pop(spec, {})))
+            cls = registry[spec]
+            opts = options.pop(spec, {})
+            try:
+                out.append(cls(**opts))
+            except TypeError as exc:
+                allowed = cls.option_names() if hasattr(cls, "option_names") else []
+                unknown = sorted(set(opts) - set(allowed))
+                if not unknown:
+                    raise
+                raise TypeError(f"analyzer {spec!r} got unknown option(s) {unknown}; it accepts: "
+                                f"{', '.join(allowed) or 'none'}") from exc
         elif isinstance(spec, type) and issubclass(spec, Analyzer):
             raise TypeError(
                 f"got the analyzer class {spec.__name__}; pass an instance ({spec.__name__}()) or its "
@@ -103,6 +114,13 @@ def resolve_analyzers(
                 f"analyzers must be registered names or Analyzer instances, got {type(spec).__name__}: {spec!r}"
             )
     if options:
+        instances = sorted(set(options) & {a.name for a in out})
+        if instances:
+            raise ValueError(
+                f"analyzer_options given for {instances}, passed as instance(s): an instance takes its options in "
+                f"its constructor (e.g. {type(next(a for a in out if a.name == instances[0])).__name__}(...)), "
+                "or pass the analyzer by name"
+            )
         raise ValueError(
             f"analyzer_options given for analyzer(s) not in use: {sorted(options)}; in use: "
             f"{[a.name for a in out]}"

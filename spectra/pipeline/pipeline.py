@@ -14,6 +14,7 @@ distributed module.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any, Sequence
 
@@ -53,8 +54,12 @@ class Pipeline:
         self.pm = settings.plugin_manager or get_plugin_manager(
             plugins=settings.plugins, builtin_options={"spectra.layers": dict(settings.layer_rules)}
         )
+        if settings.plugin_manager is not None and settings.layer_rules:
+            _check_rules_of(settings.plugin_manager, settings.layer_rules)
         self.analyzers = resolve_analyzers(settings.analyzers, analyzer_registry(self.pm), settings.analyzer_options)
         self._schedules = [(a, a.schedule or settings.schedule) for a in self.analyzers]
+        self._due_cache: tuple[int | None, list[Any]] = (None, [])
+        self._failures: list[Record] = []
         self.plan: Any = None
         if settings.distributed is not None:
             from .distributed import make_plan
@@ -95,15 +100,18 @@ class Pipeline:
     def add_new_params(self, include: set[int]) -> bool:
         """Start analyzing parameters of ``include`` (ids) not yet known, e.g. after ``add_param_group``.
 
+        Layers are rediscovered: a module that was replaced is analyzed from its new parameters, under its
+        name, once (entries whose parameters left the model are dropped).
+
         Returns:
-            Whether new entries were added (the layers table and the sinks' meta file are then updated).
+            Whether the entries changed (the layers table and the sinks' meta file are then updated).
         """
         known = {id(e.param) for e in self.entries}
         entries = self._discover_all()
-        new = [e for e in entries if e.skip_reason is None and id(e.param) not in known and id(e.param) in include]
-        if not new:
+        current = [e for e in entries if e.skip_reason is None and (id(e.param) in known or id(e.param) in include)]
+        if [id(e.param) for e in current] == [id(e.param) for e in self.entries]:
             return False
-        self.entries.extend(new)
+        self.entries = current
         self.layer_rows = layers_table_rows(entries)
         for sink in self.sinks:
             sink.write_meta(self.attrs, self.layer_rows)
@@ -111,8 +119,34 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------ scheduling
     def due(self, step: int) -> list[Any]:
-        """The analyzers due at ``step`` (their own schedule, else the settings' schedule; none without both)."""
-        return [a for a, sched in self._schedules if sched is not None and sched(step)]
+        """The analyzers due at ``step`` (their own schedule, else the settings' schedule; none without both).
+
+        Computed once per step (the pre- and post-step hooks ask the same question). A schedule that raises
+        makes its analyzer not due, goes through the error policy, and leaves a failed row for
+        :meth:`take_failures`.
+        """
+        if self._due_cache[0] == step:
+            return self._due_cache[1]
+        due = []
+        for a, sched in self._schedules:
+            if sched is None:
+                continue
+            try:
+                if sched(step):
+                    due.append(a)
+            except Exception as exc:
+                msg = f"schedule raised {type(exc).__name__}: {exc}"
+                self.policy.handle(exc, key=("schedule", a.name),
+                                   message=f"spectra: the schedule of analyzer {a.name!r} at step {step}: {msg}")
+                self._failures.append(Record.failed(run=self.settings.run, step=step, layer="", view="",
+                                                    analyzer=a.name, message=msg, tags=self.settings.tags))
+        self._due_cache = (step, due)
+        return due
+
+    def take_failures(self) -> list[Record]:
+        """Failed rows made outside a step's analysis (a schedule that raised), once each."""
+        out, self._failures = self._failures, []
+        return out
 
     def check_consistent(self, *, step: int, what: str) -> None:
         """Under ``torch.distributed``: a collective that checks every rank shares these settings (else no-op)."""
@@ -205,13 +239,22 @@ class Pipeline:
         if not records:
             return None
         kwargs = {"records": list(records), "step": step, "run": self.settings.run, "log_dir": self.settings.log_dir}
-        try:
-            self.pm.hook.spectra_log_records.call_extra([s.spectra_log_records for s in self.sinks], kwargs)
-        except Exception as exc:
-            if self.plan is not None and self.policy.raises:
-                return exc
-            self.policy.handle(exc, key=("sink", step), message=f"spectra: a results sink raised at step {step}: {exc!r}")
-        return None
+        hook = self.pm.hook.spectra_log_records
+        deferred: BaseException | None = None
+        # one call per sink, in pluggy's call order, so a sink that raises does not starve the others; then ours
+        sinks = [(type(impl.plugin).__name__, impl.function) for impl in reversed(hook.get_hookimpls())
+                 if not (getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False))]
+        sinks += [(type(s).__name__, s.spectra_log_records) for s in self.sinks]
+        for name, fn in sinks:
+            try:
+                fn(**{k: v for k, v in kwargs.items() if k in inspect.signature(fn).parameters})
+            except Exception as exc:
+                if self.plan is not None and self.policy.raises:
+                    deferred = deferred or exc
+                    continue
+                self.policy.handle(exc, key=("sink", name, step),
+                                   message=f"spectra: a results sink raised at step {step}: {exc!r} (sink {name})")
+        return deferred
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an observer hook (e.g. ``spectra_monitor_attached``); a plugin that raises only warns."""
@@ -220,8 +263,26 @@ class Pipeline:
         except Exception as exc:
             warnings.warn(f"spectra: plugin hook {hook_name} raised {exc!r}", RuntimeWarning, stacklevel=3)
 
+    def release(self) -> None:
+        """Drop the references to the target and its parameters (the driver is done with them for good)."""
+        self.target = None
+        self.entries = []
+        self.close()
+
     def close(self) -> None:
         """Release the shard plan's process groups (local, not a collective). Safe to call more than once."""
         if self.plan is not None:
             self.plan.close()
 
+
+
+def _check_rules_of(pm: Any, rules: dict[str, Any]) -> None:
+    """A ready plugin manager brings its own layer rules: refuse ``layer_rules`` it does not already follow."""
+    builtin = pm.get_plugin("spectra.layers")
+    differ = {k: v for k, v in rules.items() if getattr(builtin, k, None) != v}
+    if differ:
+        raise ValueError(
+            f"layer_rules {differ} cannot be applied to a ready plugin_manager (its built-in layer rules are "
+            f"{builtin!r}); build it with get_plugin_manager(builtin_options={{'spectra.layers': {dict(rules)}}}) "
+            "or leave plugin_manager out"
+        )

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .engine import ON_ERROR, ErrorPolicy
+
 __all__ = ["Settings", "DRIVER_DEFAULTS", "ON_ERROR", "SHORTCUTS"]
 
-ON_ERROR = ("warn", "raise", "ignore")
 
 # options whose defaults differ between drivers; everything else takes the field's default
 DRIVER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -162,9 +163,9 @@ class Settings:
             values["schedule"] = every_schedule(every)
         values["analyzers"] = _as_tuple(values.get("analyzers", ()), "analyzers")
         values["analyzer_options"] = _with_fit(fit, values.get("analyzer_options"), values["analyzers"])
-        rules = dict(values.get("layer_rules") or {})
+        rules = values.get("layer_rules") or {}
         if conv_slices is not None:
-            rules["conv_slices"] = conv_slices
+            rules = {**_check_layer_rules(rules), "conv_slices": conv_slices}
         values["layer_rules"] = rules
         return cls(**values)
 
@@ -193,8 +194,6 @@ class Settings:
             from ..schedules import as_schedule
 
             put(self, "schedule", as_schedule(self.schedule))
-        from .engine import ErrorPolicy
-
         ErrorPolicy(self.on_error)  # raises ValueError naming the allowed modes
         if not isinstance(self.run, (str, int)) or isinstance(self.run, bool):
             raise TypeError(f"run must be a string, got {type(self.run).__name__} {self.run!r}")

@@ -16,9 +16,7 @@ import gc
 import math
 import warnings
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -32,35 +30,7 @@ from spectra.functional import esd, fit_power_law, mp_fit, norm_metrics
 
 from ._util import batch, captured_cli, hooks_of, mlp, same_state, snapshot, step, train, twin_run
 
-ENTRY_FUNCTIONAL = "functional (esd / fit_power_law / norm_metrics / mp_fit)"
-ENTRY_ANALYZE = "spectra.analyze"
-ENTRY_MONITOR = "SpectraMonitor"
-ENTRY_CLI = "CLI `spectra analyze`"
-
-
-@dataclass(frozen=True)
-class Case:
-    """One row of the fault matrix."""
-
-    input: str
-    entry: str
-    outcome: str
-    check: Callable[[Path], None]
-
-    @property
-    def id(self) -> str:
-        return f"{self.entry.split()[0]}::{self.input}"
-
-
-CASES: list[Case] = []
-
-
-def case(input: str, entry: str, outcome: str):
-    def deco(fn: Callable[[Path], None]) -> Callable[[Path], None]:
-        CASES.append(Case(input, entry, outcome, fn))
-        return fn
-
-    return deco
+from .matrix import ENTRY_ANALYZE, ENTRY_CLI, ENTRY_FUNCTIONAL, ENTRY_MONITOR, case  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -721,7 +691,7 @@ def _(tmp):
 
 class _SinkRaiser:
     @spectra.hookimpl
-    def spectra_log_records(self, records, step, run, log_dir):
+    def spectra_log_records(self, records, step, run):
         raise OSError("disk full")
 
     @spectra.hookimpl

@@ -1,4 +1,4 @@
-"""Render RELIABILITY.md from the fault matrix data (``fault_cases.CASES``).
+"""Render RELIABILITY.md from the fault matrix data (``matrix.all_cases()``).
 
 Usage (from the repository root): ``python -m tests.reliability.render`` rewrites the file;
 ``python -m tests.reliability.render --check`` exits 1 when the file is out of date. ``test_reliability_doc.py``
@@ -45,7 +45,7 @@ Estimator properties (`test_properties.py`, hypothesis):
 
 ## Fault matrix
 
-Generated from `tests/reliability/fault_cases.py` by `python -m tests.reliability.render`; every row is a test
+Generated from `tests/reliability/fault_cases.py` and `cases_*.py` by `python -m tests.reliability.render`; every row is a test
 (`tests/reliability/test_fault_matrix.py`).
 
 """
@@ -57,7 +57,9 @@ def _cell(text: str) -> str:
 
 def render() -> str:
     """The full text of RELIABILITY.md."""
-    from .fault_cases import CASES
+    from .matrix import all_cases
+
+    CASES = all_cases()
 
     lines = ["| Input | Entry point | Outcome |", "|---|---|---|"]
     lines += [f"| {_cell(c.input)} | {_cell(c.entry)} | {_cell(c.outcome)} |" for c in CASES]
