@@ -57,20 +57,12 @@ class SpectraMonitor:
         optimizer: any ``torch.optim.Optimizer``.
         settings: a ready :class:`~spectra.pipeline.Settings` (keyword options override it).
         attach: register the hooks now (default). Otherwise call :meth:`attach` later.
-        **options: any :class:`~spectra.pipeline.Settings` option. The common ones:
-
-            * ``analyzers``: names and/or :class:`~spectra.Analyzer` instances (default esd, tail, alignment);
-            * ``every`` (default 10) or ``schedule`` (a :mod:`spectra.schedules` schedule, steps, a predicate);
-            * ``layers``: a name glob/regex, module type(s) or a predicate;
-            * ``fit``: the ``tail`` analyzer's method (``"csn"``, ``"ww"``, ``"hill"``);
-            * ``analyzer_options``, ``conv_slices``, ``normalize``, ``esd_method``;
-            * ``on_error`` (``"warn"``: one warning per analyzer and layer, ``"raise"``, ``"ignore"``);
-            * ``log_dir`` (stream records as they are made; reload with ``Results.read(log_dir)``);
-            * ``tags``, ``run``, ``plugins``, ``plugin_manager``;
-            * ``blas_threads`` (default 1: right after a training step torch's OpenMP workers still spin, and
-              a multi-threaded LAPACK call competing with them was measured ~30x slower; see
-              :mod:`spectra.threads`; ``None`` leaves the process's setting alone);
-            * ``distributed`` (``"auto"``, ``"shard"``, ``"rank0"``; see :mod:`spectra.pipeline.distributed`).
+        **options: any :class:`~spectra.pipeline.Settings` option (the same as :func:`spectra.analyze`'s):
+            ``analyzers`` (default esd, tail, alignment), ``every`` (default 10) or ``schedule``, ``layers``,
+            ``fit``, ``analyzer_options``, ``conv_slices``, ``normalize``, ``esd_method``, ``on_error``,
+            ``log_dir``, ``keep_in_memory``, ``tags``, ``run``, ``plugins``, ``plugin_manager``,
+            ``blas_threads`` (default 1: multi-threaded LAPACK right after a training step, while torch's
+            OpenMP workers still spin, was measured ~30x slower) and ``distributed``.
 
     Raises:
         TypeError: ``optimizer`` is not a ``torch.optim.Optimizer`` or ``model`` not an ``nn.Module``; an
@@ -84,8 +76,9 @@ class SpectraMonitor:
 
         from .layers import unwrap_model
         from .pipeline.pipeline import Pipeline
-        from .pipeline.target import check_model_supported
+        from .pipeline.target import check_model_supported, unwrap_optimizer
 
+        optimizer = unwrap_optimizer(optimizer)  # AcceleratedOptimizer, LightningOptimizer, ...: the torch optimizer
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if not isinstance(model, torch.nn.Module):
@@ -189,6 +182,24 @@ class SpectraMonitor:
             self._detached_once = True
             self._pipeline.notify("spectra_monitor_detached", monitor=self)
 
+    def close(self) -> None:
+        """Detach for good and release the model, the optimizer and the layer entries (a detached monitor keeps
+        them so it can attach again); the results stay available."""
+        self.detach()
+        self.model = self.optimizer = None
+        self._pipeline.release()
+
+    def __copy__(self) -> "SpectraMonitor":
+        raise TypeError("a SpectraMonitor cannot be copied: a copy would share its optimizer hooks. Build another "
+                        "monitor, or copy its results (monitor.results / monitor.state_dict())")
+
+    def __deepcopy__(self, memo: Any) -> "SpectraMonitor":
+        return self.__copy__()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("a SpectraMonitor cannot be pickled (it holds optimizer hooks and live parameters); save "
+                        "monitor.state_dict() with the checkpoint and load_state_dict() it into a new monitor")
+
     def __enter__(self) -> "SpectraMonitor":
         return self
 
@@ -237,6 +248,10 @@ class SpectraMonitor:
         captured = self._pending if self._pending_step == step else None
         self._pending, self._pending_step = None, None
         due = self._pipeline.due(step)
+        failures = self._pipeline.take_failures()
+        if failures:  # a schedule raised: its failed rows go out like any record
+            self._pipeline.emit(failures, step)
+            self._recorder.add(failures)
         if captured is None:
             if self._pipeline.plan is None or not due:
                 return None
