@@ -175,13 +175,28 @@ def list_runs(log_dir: str | Path) -> dict[str, dict[str, Any]]:
     return runs
 
 
+def _check_part(df: Any) -> None:
+    """Raise ValueError unless ``df`` has every column of the tidy table with a type spectra writes there."""
+    import pandas as pd
+
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"not a spectra records part: columns {missing} are missing")
+    for c in ("step", "index"):
+        if not (pd.api.types.is_integer_dtype(df[c]) or df[c].isna().all()):
+            raise ValueError(f"column {c!r} holds {df[c].dtype} values, expected integers")
+    if not pd.api.types.is_float_dtype(df["value"]):
+        raise ValueError(f"column 'value' holds {df['value'].dtype} values, expected floats")
+    for c in ("run", "layer", "view", "matrix", "analyzer", "metric", "status", "message"):
+        if not all(isinstance(v, str) for v in df[c].dropna().tolist()):
+            raise ValueError(f"column {c!r} holds values that are not strings")
+
+
 def _read_part(path: Path) -> Any | None:
     """One part's frame, or None (with a warning naming the file) when it is unreadable or not a spectra part."""
     try:
         df, _ = read_parquet_table(path)
-        missing = [c for c in COLUMNS if c not in df.columns]
-        if missing:
-            raise ValueError(f"not a spectra records part: columns {missing} are missing")
+        _check_part(df)
         return normalize_frame(df)
     except Exception as exc:  # a truncated, foreign or mistyped file: skip it, keep the rest
         warnings.warn(f"skipping unreadable results part {path.name}: {exc}", RuntimeWarning, stacklevel=3)
