@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "build_parser", "resolve_target"]
+__all__ = ["main", "build_parser", "resolve_target", "EXIT_CODES"]
 
 
 def _out(text: str) -> None:
@@ -52,6 +52,45 @@ def _check_out(path: Path | None, force: bool) -> None:
             raise FileExistsError(f"{p} exists; pass --force to overwrite it")
 
 
+EXIT_CODES = """exit status:
+  0    done (layers whose analysis failed are rows in the table and listed on stdout; a figure that could
+       not be drawn is listed on stderr, and the other figures are still written)
+  2    nothing was done: bad arguments or input, an output that exists (without --force) or cannot be written
+  130  interrupted (Ctrl-C)"""
+MAX_NAME_BYTES = 200  # file names are limited to 255 bytes on common file systems
+
+
+def _check_writable_dir(directory: Path, what: str) -> None:
+    """Raise before any work when ``directory`` cannot hold the output (a file, or not writable)."""
+    import tempfile
+
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{what} {directory} is a file, not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".spectra-write-test-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{what} {directory} is not writable: {exc.strerror or exc}") from exc
+
+
+def _check_out_file(path: Path) -> None:
+    if path.exists() and path.is_dir():
+        raise ValueError(f"--out {path} is a directory; give a file name ending in .parquet or .csv")
+    _check_writable_dir(path.parent if str(path.parent) else Path("."), "the directory of --out")
+
+
+def _safe_name(text: str) -> str:
+    """A file name from a layer name: unusual characters replaced, cut (with a hash) to fit any file system."""
+    import hashlib
+
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    if len(name.encode()) > MAX_NAME_BYTES:
+        digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+        name = name.encode()[: MAX_NAME_BYTES - 11].decode(errors="ignore") + "_" + digest
+    return name
+
+
 def _write_table(df_or_results: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if hasattr(df_or_results, "to_parquet") and hasattr(df_or_results, "to_csv") and hasattr(df_or_results, "layers"):
@@ -69,12 +108,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix not in (".parquet", ".csv"):
         raise ValueError(f"--out must end in .parquet or .csv, got {out.name!r}")
+    if out is not None:
+        _check_out_file(out)
     _check_out(out, args.force)
-    if args.plot:
-        _check_out(Path(args.plot) / "alpha_bars.png", args.force)
     plot_dir = Path(args.plot) if args.plot else None
-    if plot_dir is not None and plot_dir.exists() and any(plot_dir.iterdir()) and not args.force:
-        raise FileExistsError(f"{plot_dir} exists and is not empty; pass --force to write figures into it")
+    if plot_dir is not None:
+        if plot_dir.is_dir() and any(plot_dir.iterdir()) and not args.force:
+            raise FileExistsError(f"{plot_dir} exists and is not empty; pass --force to write figures into it")
+        _check_writable_dir(plot_dir, "--plot")
     target = resolve_target(args.target)
     res = spectra.analyze(target, fit=args.fit, layers=args.layers, conv_slices=args.conv_slices,
                           progress=None if not args.quiet else False,
@@ -128,9 +169,12 @@ def _write_analyze_figures(res: Any, wide: Any, plot_dir: Path) -> list[Path]:
         if "alpha" in wide and row.alpha == row.alpha:  # not NaN
             fit = SimpleNamespace(alpha=row.alpha, xmin=row.xmin, xmax=row.xmax, D=row.D, n_tail=row.n_tail,
                                   method=res.attrs.get("fit"))
-        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"esd_{layer}_{view}")
-        path = plot_dir / f"{name}.png"
-        plot.plot_esd(evals, fit=fit, path=path, title=f"{layer} [{view}]")
+        path = plot_dir / f"{_safe_name(f'esd_{layer}_{view}')}.png"
+        try:
+            plot.plot_esd(evals, fit=fit, path=path, title=f"{layer} [{view}]")
+        except (ValueError, OSError) as exc:  # one layer's figure never stops the others
+            sys.stderr.write(f"spectra analyze: no ESD figure for {layer} [{view}]: {exc}\n")
+            continue
         written.append(path)
     return written
 
@@ -139,6 +183,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .compat.weightwatcher import compare_weightwatcher, summarize_comparison
 
     out = Path(args.out) if args.out else None
+    if out is not None:
+        _check_out_file(out)
     _check_out(out, args.force)
     target = resolve_target(args.target)
     if isinstance(target, Path):
@@ -219,7 +265,8 @@ def _claims_summary(claims: Any) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    p = argparse.ArgumentParser(prog="spectra", description="Spectral diagnostics of PyTorch models.")
+    p = argparse.ArgumentParser(prog="spectra", description="Spectral diagnostics of PyTorch models.",
+                                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -273,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, TypeError, ImportError, RuntimeError) as exc:
         sys.stderr.write(f"spectra {args.command}: error: {exc}\n")
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"spectra {args.command}: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
