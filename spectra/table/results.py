@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .schema import SCHEMA_VERSION, Record, layers_frame, normalize_frame, records_frame
+from .schema import SCHEMA_VERSION, Record, concat_frames, layers_frame, normalize_frame, records_frame
 
 __all__ = ["Results"]
 
@@ -81,34 +81,21 @@ class Results:
         elif len(parts) == 1:
             df = parts[0].copy()
         else:
-            df = normalize_frame(pd.concat(parts, ignore_index=True))
+            df = concat_frames(parts)
         df.attrs = dict(self.attrs)
         return df
 
     def to_wide(self, *, matrix: str | None = "weight"):
-        """One row per (run, step, layer, view) with one column per scalar metric (WeightWatcher names).
+        """One row per (run, step, layer, view), with WeightWatcher's ``details`` column names and dtypes wherever
+        the meaning is the same, the fit method, status and warning (see :mod:`spectra.table.wide`).
 
         Args:
             matrix: keep only rows of this matrix kind (``"weight"`` by default, matching WeightWatcher's
                 ``details``); ``None`` keeps all and prefixes non-weight metrics with ``"<matrix>_"``.
         """
-        df = self.to_pandas()
-        df = df[df["index"].isna() & df["status"].isin(["ok", "warn"])]
-        if matrix is not None:
-            df = df[df["matrix"] == matrix]
-            name = df["metric"]
-        else:
-            name = df["metric"].where(df["matrix"] == "weight", df["matrix"] + "_" + df["metric"])
-        df = df.assign(column=name)
-        wide = df.pivot_table(
-            index=["run", "step", "layer", "view"], columns="column", values="value", aggfunc="first", sort=False
-        ).reset_index()
-        wide.columns.name = None
-        if len(self._layers):
-            lay = self._layers[self._layers["skip_reason"].isna()][["layer", "view", "module_type", "N", "M", "Q"]]
-            wide = wide.merge(lay, on=["layer", "view"], how="left")
-        wide.attrs = dict(self.attrs)
-        return wide
+        from .wide import wide_frame
+
+        return wide_frame(self.to_pandas(), self._layers, self.attrs, matrix=matrix)
 
     def spectra(self, layer: str, *, view: str | None = None, matrix: str = "weight", run: str | None = None):
         """Full spectra of one layer by step, ``{step: ascending eigenvalues}``, for :func:`spectra.plot.
@@ -139,8 +126,25 @@ class Results:
             out[int(step)] = grp.sort_values("index")["value"].to_numpy(dtype=np.float64)
         return out
 
-    def summary(self):
-        """Per-metric mean/median/min/max over layers at each step, counting failed rows separately."""
+    def summary(self, *, step: int | None = None, run: str | None = None) -> dict[str, float]:
+        """The model at one step in a few numbers, as WeightWatcher's ``get_summary()``: the mean over layers of
+        ``log_norm``, ``alpha``, ``alpha_weighted``, ``log_alpha_norm``, ``log_spectral_norm``, ``stable_rank``
+        and ``mp_softrank`` (those present). Which ``alpha`` it is: ``attrs["fit"]``.
+
+        Args:
+            step: the step (default: the last one).
+            run: the run (needed when the table holds several).
+
+        Raises:
+            ValueError: several runs and no ``run``, or an unknown ``run``/``step`` (the message lists them).
+        """
+        from .wide import ww_summary
+
+        return ww_summary(self.to_wide(), step=step, run=run)
+
+    def describe(self):
+        """Per-metric mean/std/min/quartiles/max over layers at each step (``ok`` scalar rows only; failed rows
+        are left out), one row per (run, step, matrix, metric)."""
         df = self.to_pandas()
         ok = df[df["index"].isna() & (df["status"] == "ok")]
         return ok.groupby(["run", "step", "matrix", "metric"])["value"].describe().reset_index()
@@ -184,7 +188,7 @@ class Results:
             return Results()
         frames = [r.to_pandas() for r in results]
         layers = pd.concat([r.layers for r in results], ignore_index=True).drop_duplicates(["layer", "view"])
-        return Results.from_pandas(pd.concat(frames, ignore_index=True), layers=layers, attrs=results[0].attrs)
+        return Results.from_pandas(concat_frames(frames), layers=layers, attrs=results[0].attrs)
 
     def __repr__(self) -> str:
         return f"Results({len(self)} rows, {len(self._layers)} layer views)"

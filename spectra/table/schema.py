@@ -25,6 +25,7 @@ __all__ = [
     "LAYER_COLUMNS",
     "SCHEMA_VERSION",
     "records_frame",
+    "concat_frames",
     "tag_column",
     "record_rows",
     "records_from_rows",
@@ -139,11 +140,14 @@ def tag_column(values: Sequence[Any]):
 
     Values of one Python type get a nullable pandas dtype (``boolean``, ``Int64``, ``Float64``, ``string``;
     missing values are ``<NA>``); a column mixing types (``1`` and ``"a"``, or ints and floats) stays
-    ``object`` with each value kept as written (storage encodes such columns as JSON).
+    ``object`` with each value kept as written (storage encodes such columns as JSON). A float NaN counts as
+    missing.
     """
     import pandas as pd
 
-    vals = [None if (v is None or v is pd.NA) else _plain(v) for v in values]
+    # NaN in a tag column only ever means "missing": tags are validated finite, and concatenating frames where
+    # a tag is absent from some rows fills those rows with NaN
+    vals = [None if (v is None or v is pd.NA or (isinstance(v, float) and v != v)) else _plain(v) for v in values]
     kinds = {type(v) for v in vals if v is not None}
     if kinds == {bool}:
         return pd.array(vals, dtype="boolean")
@@ -177,6 +181,34 @@ def normalize_frame(df):
             df[c] = tag_column(df[c].tolist())
     ordered = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
     return df[ordered].reset_index(drop=True)
+
+
+def concat_frames(frames: Sequence[Any]):
+    """Concatenate tidy frames whose tag columns differ, without losing a tag's type.
+
+    A tag absent from some frames is added to them as missing (``object``) before concatenating, so an
+    integer tag stays integer instead of turning into floats, then the result is normalised.
+    """
+    import pandas as pd
+
+    frames = list(frames)
+    if not frames:
+        return records_frame([])
+    names: list[str] = []
+    for f in frames:
+        names += [c for c in f.columns if c not in names]
+    dtypes = {c: {str(f[c].dtype) for f in frames if c in f.columns} for c in names}
+    mixed = [c for c in names if c not in COLUMNS and len(dtypes[c]) > 1]  # e.g. an int tag in one, float in another
+    aligned = []
+    for f in frames:
+        f = f.copy()
+        for c in names:
+            if c not in f.columns:
+                f[c] = pd.array([None] * len(f), dtype=object)
+            elif c in mixed:
+                f[c] = pd.array([None if v is pd.NA else v for v in f[c].tolist()], dtype=object)
+        aligned.append(f[names])
+    return normalize_frame(pd.concat(aligned, ignore_index=True))
 
 
 def layers_frame(rows: Sequence[Mapping[str, Any]]):

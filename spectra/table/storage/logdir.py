@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..schema import COLUMNS, Record, layers_frame, normalize_frame, records_frame
+from ..schema import COLUMNS, Record, concat_frames, layers_frame, normalize_frame, records_frame
 from .files import TableData, atomic_write, meta_json
 from .parquet import parquet_bytes, read_parquet_table
 
@@ -251,14 +251,14 @@ def read_log_dir(log_dir: str | Path, run_id: str | None = None) -> TableData:
         got = [f for p, r, _ in _parts(log_dir) if r == rid for f in [_read_part(p)] if f is not None]
         if not got:
             continue
-        df = pd.concat(got, ignore_index=True)
+        df = concat_frames(got)
         position = df["layer"].map(order).astype("Float64").fillna(len(order)).astype("int64")
-        df = (df.assign(_pos=position).sort_values(["run", "step", "_pos"], kind="stable")
+        df = (df.assign(_pos=position).sort_values(["step", "_pos"], kind="stable")
               .drop(columns="_pos").reset_index(drop=True))
         if run_id == ALL_RUNS:
             df["run_id"] = rid
         frames.append(df)
-    df = normalize_frame(pd.concat(frames, ignore_index=True)) if frames else records_frame([])
+    df = concat_frames(frames)
     if run_id not in (None, ALL_RUNS):
         attrs.setdefault("run_id", run_id)
     return TableData(df, attrs, layers_frame(layers))
