@@ -14,7 +14,7 @@ import warnings
 import weakref
 from typing import Any, Mapping
 
-from .pipeline.capture import needs_of, take_copies
+from .pipeline.capture import needs_of, take_copies, warn_outside_optimizer
 from .pipeline.recorder import Recorder
 from .pipeline.settings import DRIVER_DEFAULTS, Settings
 from .table.results import Results
@@ -95,7 +95,7 @@ class SpectraMonitor:
         target = unwrap_model(model)
         check_model_supported(target)
         self._pipeline = Pipeline(self.settings, target, source="monitor")
-        self._warn_outside_optimizer()
+        warn_outside_optimizer(self._pipeline.entries, self._optimizer_param_ids())
         self._seen_ids = {id(e.param) for e in self._pipeline.entries} | self._optimizer_param_ids()
         self._step0_done = False
         self._recorder = Recorder(self._pipeline)
@@ -113,32 +113,12 @@ class SpectraMonitor:
         return self._pipeline.analyzers
 
     @property
-    def schedule(self) -> Any:
-        """The monitor's schedule (analyzers may carry their own)."""
-        return self.settings.schedule
-
-    @property
     def run(self) -> str:
         """The value of the ``run`` column."""
         return self.settings.run
 
-    @property
-    def log_dir(self) -> Any:
-        """Where records stream to, or ``None``."""
-        return self.settings.log_dir
     def _optimizer_param_ids(self) -> set[int]:
         return {id(p) for g in self.optimizer.param_groups for p in g["params"]}
-
-    def _warn_outside_optimizer(self) -> None:
-        in_opt = self._optimizer_param_ids()
-        outside = [e.param_name for e in self._pipeline.entries if id(e.param) not in in_opt]
-        if outside:
-            shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
-            warnings.warn(
-                f"spectra: {len(outside)} parameter(s) are not in the optimizer and are not monitored "
-                f"(frozen?): {shown}. Parameters added later with add_param_group are picked up then.",
-                RuntimeWarning, stacklevel=4,
-            )
 
     # ------------------------------------------------------------------ attach / detach
     @property

@@ -14,11 +14,12 @@ optimizer state are never written. :func:`layer_states` turns one entry's copies
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..snapshot import LayerState
 
-__all__ = ["Copies", "needs_of", "take_copies", "layer_states"]
+__all__ = ["Copies", "needs_of", "take_copies", "layer_states", "warn_outside_optimizer"]
 
 # param id -> {"previous": W_{t-1} copy, "grad": G_{t-1} copy}
 Copies = dict[int, dict[str, Any]]
@@ -108,3 +109,15 @@ def layer_states(
             )
         )
     return states
+
+
+def warn_outside_optimizer(entries: Sequence[Any], in_opt: set[int]) -> None:
+    """Warn once about analyzed parameters the optimizer does not step: nothing is captured for them."""
+    outside = [e.param_name for e in entries if id(e.param) not in in_opt]
+    if outside:
+        shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+        warnings.warn(
+            f"spectra: {len(outside)} parameter(s) are not in the optimizer and are not monitored (frozen?): "
+            f"{shown}. Parameters added later with add_param_group are picked up then.",
+            RuntimeWarning, stacklevel=3,
+        )
