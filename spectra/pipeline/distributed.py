@@ -212,6 +212,24 @@ class ShardPlan:
                     logger.debug("could not destroy a spectra process group: %r", exc)
 
     # -------------------------------------------------------------- settings check
+    def _gather_check(self, value: Any, what: str) -> list[Any]:
+        """All-gather ``value`` on the settings-check group; a rank that never joins is a RuntimeError."""
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * self.world_size
+        t0 = time.perf_counter()
+        try:
+            dist.all_gather_object(gathered, value, group=self._group("check"))
+        except Exception as exc:
+            self.close()
+            raise RuntimeError(
+                f"spectra (distributed={self.mode!r}): rank {self.rank} waited {time.perf_counter() - t0:.1f} s "
+                f"(check_timeout={self.config.check_timeout} s) for the other ranks to compare {what}; every "
+                "rank must build its SpectraMonitor / call spectra.analyze with the same distributed= setting "
+                f"at the same point of the program ({type(exc).__name__}: {exc})"
+            ) from exc
+        return gathered
+
     def check_consistent(self, settings: Mapping[str, str], *, what: str = "settings") -> None:
         """All-gather ``settings`` and compare them field by field (a collective on every rank).
 
@@ -221,21 +239,7 @@ class ShardPlan:
         """
         if self.world_size == 1:
             return
-        import torch.distributed as dist
-
-        mine = dict(settings)
-        gathered: list[Any] = [None] * self.world_size
-        t0 = time.perf_counter()
-        try:
-            dist.all_gather_object(gathered, mine, group=self._group("check"))
-        except Exception as exc:
-            self.close()
-            raise RuntimeError(
-                f"spectra (distributed={self.mode!r}): rank {self.rank} waited {time.perf_counter() - t0:.1f} s "
-                f"(check_timeout={self.config.check_timeout} s) for the other ranks to compare {what}; every "
-                "rank must build its SpectraMonitor / call spectra.analyze with the same distributed= setting "
-                f"at the same point of the program ({type(exc).__name__}: {exc})"
-            ) from exc
+        gathered = self._gather_check(dict(settings), what)
         diffs = []
         for key in sorted(set().union(*(g.keys() for g in gathered))):
             values = [g.get(key, "<missing>") for g in gathered]
@@ -250,20 +254,7 @@ class ShardPlan:
 
     def agree(self, value: Any, *, what: str = "a value") -> Any:
         """Rank 0's ``value`` on every rank (a collective on the settings-check group), e.g. a run id."""
-        if self.world_size == 1:
-            return value
-        import torch.distributed as dist
-
-        gathered: list[Any] = [None] * self.world_size
-        try:
-            dist.all_gather_object(gathered, value, group=self._group("check"))
-        except Exception as exc:
-            self.close()
-            raise RuntimeError(
-                f"spectra (distributed={self.mode!r}): rank {self.rank} could not agree on {what} with the other "
-                f"ranks within check_timeout={self.config.check_timeout} s ({type(exc).__name__}: {exc})"
-            ) from exc
-        return gathered[0]
+        return value if self.world_size == 1 else self._gather_check(value, what)[0]
 
     # -------------------------------------------------------------- assignment
     def owners(self, entries: Sequence[Any]) -> list[int]:
