@@ -40,6 +40,9 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "spectra.analyzers.esd": "spectra.analyzers.esd:EsdPlugin",
     "spectra.analyzers.tail": "spectra.analyzers.tail:TailPlugin",
     "spectra.analyzers.alignment": "spectra.analyzers.alignment:AlignmentPlugin",
+    "spectra.analyzers.farms": "spectra.analyzers.farms:FarmsPlugin",
+    "spectra.analyzers.randomize": "spectra.analyzers.randomize:RandomizePlugin",
+    "spectra.analyzers.vectors": "spectra.analyzers.vectors:VectorsPlugin",
 }
 
 

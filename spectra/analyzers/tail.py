@@ -1,4 +1,5 @@
-"""The ``tail`` analyzer: a power-law fit of the ESD's tail, with the Hill-median estimate alongside."""
+"""The ``tail`` analyzer: a power-law fit of the ESD's tail, with the Hill-median estimate alongside, and
+(opt-in) likelihood-ratio tests against other tails and a bootstrap goodness-of-fit p-value."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..hookspecs import hookimpl
+from ..snapshot import Request
+from ._seeding import layer_seed
 from .base import Analyzer, Measurement
 
 __all__ = ["TailAnalyzer", "TailPlugin"]
 
 _FIT_FIELDS = ("alpha", "xmin", "xmax", "D", "sigma", "n_tail")
+#: metrics of ``compare=True``, in emission order (each is the field of the same name of
+#: :class:`~spectra.functional.distributions.TailComparison`)
+_COMPARE_FIELDS = ("llr_exponential", "p_exponential", "llr_lognormal", "p_lognormal", "llr_tpl", "p_tpl",
+                   "tpl_alpha", "tpl_lambda")
 
 
 class TailAnalyzer(Analyzer):
@@ -24,6 +31,13 @@ class TailAnalyzer(Analyzer):
     xmin at the ⌊n/xmin_pos⌋-th eigenvalue (TempBalance's PL_Alpha_Hill), which is O(n) and robust when the
     scan picks small tails.
 
+    With ``compare=True`` it also emits the likelihood-ratio tests of the fitted tail against exponential,
+    lognormal and truncated power-law tails (``llr_*``, ``p_*``) and the truncated power law's ``tpl_alpha``,
+    ``tpl_lambda`` (:func:`spectra.functional.distributions.compare_distributions`); with ``bootstrap=N`` the
+    CSN goodness-of-fit ``pl_pvalue`` from N semi-parametric bootstrap replicates, each re-fitted with this
+    analyzer's method (:func:`spectra.functional.bootstrap.bootstrap_pvalue`). Both are opt-in: the default
+    analyzer costs what it did.
+
     Args:
         method: ``"csn"`` (default: KS scan with a minimum tail), ``"ww"`` (WeightWatcher 0.7.7 exactly) or
             ``"hill"``; see :func:`spectra.functional.fit_power_law`.
@@ -31,6 +45,10 @@ class TailAnalyzer(Analyzer):
         xmin_pos: the Hill estimator's xmin position (2 = median).
         hill: also emit ``alpha_hill``.
         fit_options: extra keyword arguments for :func:`~spectra.functional.fit_power_law`.
+        compare: also emit the likelihood-ratio tests and the truncated-power-law fit.
+        bootstrap: number of bootstrap replicates for ``pl_pvalue`` (0: none; CSN use 2,500 for ±0.01).
+        seed: non-negative integer seed of the bootstrap (each layer, view and step gets its own stream
+            derived from it); ``None`` draws fresh entropy and is not reproducible.
         schedule: optional own schedule.
     """
 
@@ -44,6 +62,9 @@ class TailAnalyzer(Analyzer):
         xmin_pos: float = 2,
         hill: bool = True,
         fit_options: dict[str, Any] | None = None,
+        compare: bool = False,
+        bootstrap: int = 0,
+        seed: int | None = 0,
         schedule: Any = None,
     ) -> None:
         super().__init__(schedule=schedule)
@@ -56,9 +77,25 @@ class TailAnalyzer(Analyzer):
         self.xmin_pos = xmin_pos
         self.hill = bool(hill)
         self.fit_options = dict(fit_options or {})
+        self.compare = bool(compare)
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+            raise ValueError(f"tail option bootstrap must be a non-negative integer, got {bootstrap!r}")
+        self.bootstrap = int(bootstrap)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"tail option seed must be a non-negative integer or None, got {seed!r}")
+        self.seed = None if seed is None else int(seed)
 
     def config(self) -> dict[str, Any]:
-        return {"method": self.method, "min_tail": self.min_tail, "xmin_pos": self.xmin_pos, **self.fit_options}
+        cfg = {"method": self.method, "min_tail": self.min_tail, "xmin_pos": self.xmin_pos, **self.fit_options}
+        if self.compare:
+            cfg["compare"] = True
+        if self.bootstrap:
+            cfg.update(bootstrap=self.bootstrap, seed=self.seed)
+        return cfg
+
+    def requests(self, layer: Any) -> Iterable[Request]:
+        """All eigenvalues of the weight."""
+        return [Request("weight", evals=True)]
 
     def analyze(self, layer: Any) -> Iterable[Measurement]:
         from ..functional.powerlaw import fit_power_law
@@ -88,6 +125,42 @@ class TailAnalyzer(Analyzer):
             h = fit_power_law(lam, method="hill", xmin_pos=self.xmin_pos)
             ok = h.status in ("ok", "warn")
             yield Measurement("alpha_hill", float(h.alpha) if ok else math.nan, status=h.status, message=h.message)
+        if self.compare:
+            yield from self._compare(lam, fit, usable)
+        if self.bootstrap:
+            yield self._bootstrap(lam, fit, usable, layer)
+
+    def _compare(self, lam: np.ndarray, fit: Any, usable: bool) -> Iterable[Measurement]:
+        from ..functional.distributions import compare_distributions
+
+        if not usable:
+            msg = f"no power-law fit to compare ({fit.status}): {fit.message}"
+            for metric in _COMPARE_FIELDS:
+                yield Measurement(metric, math.nan, status="skipped", message=msg)
+            return
+        cmp = compare_distributions(lam, fit.xmin)
+        for metric in _COMPARE_FIELDS:
+            yield Measurement(metric, float(getattr(cmp, metric)), status=cmp.status, message=cmp.message)
+
+    def _bootstrap(self, lam: np.ndarray, fit: Any, usable: bool, layer: Any) -> Measurement:
+        from ..functional.bootstrap import BOOTSTRAP_METHODS, bootstrap_pvalue
+
+        if self.method not in BOOTSTRAP_METHODS or "xmin" in self.fit_options:
+            why = f"method={self.method!r}" if self.method not in BOOTSTRAP_METHODS else "a fixed xmin"
+            return Measurement("pl_pvalue", math.nan, status="skipped",
+                               message=f"the bootstrap re-fits csn or hill scans; not available for {why}")
+        if not usable:
+            return Measurement("pl_pvalue", math.nan, status="skipped",
+                               message=f"no power-law fit to test ({fit.status}): {fit.message}")
+        kw: dict[str, Any] = {"method": self.method, "xmin_pos": self.xmin_pos}
+        if self.method == "csn":
+            kw["min_tail"] = self.min_tail
+            kw["threshold"] = self.fit_options.get("threshold")
+        res = bootstrap_pvalue(lam, self.bootstrap, seed=layer_seed(self.seed, layer), **kw)
+        msg = res.message
+        if res.status in ("ok", "warn") and res.pvalue < 0.1:
+            msg = "; ".join(filter(None, [msg, f"p={res.pvalue:.3g} < 0.1: the power law is rejected (CSN 2009)"]))
+        return Measurement("pl_pvalue", float(res.pvalue), status=res.status, message=msg)
 
 
 class TailPlugin:

@@ -1,4 +1,5 @@
-"""Pure maths: spectra, power-law fits, Marchenko–Pastur helpers, norm metrics and alignment.
+"""Pure maths: spectra, power-law fits, Marchenko–Pastur helpers, norm metrics, alignment, decompositions,
+tail tests (likelihood ratios, bootstrap), FARMS, the randomisation null and eigenvector localization.
 
 No hooks, no I/O. Inputs are torch tensors or numpy arrays; outputs are numpy float64 arrays, floats or
 frozen dataclasses. Submodules import lazily so ``import spectra`` stays cheap.
@@ -36,6 +37,28 @@ _EXPORTS = {
     "matrix_entropy": "norms",
     "tracy_widom_scale": "mp",
     "mp_median": "mp",
+    "Decomposer": "decompose",
+    "svd_from_factors": "lowrank",
+    "gram_error_bound": "certify",
+    "compare_distributions": "distributions",
+    "TailComparison": "distributions",
+    "loglikelihood_ratio": "distributions",
+    "fit_exponential": "distributions",
+    "fit_lognormal": "distributions",
+    "fit_truncated_power_law": "distributions",
+    "bootstrap_pvalue": "bootstrap",
+    "bootstrap_samples": "bootstrap",
+    "BootstrapPValue": "bootstrap",
+    "farms_alpha": "farms",
+    "farms_esd": "farms",
+    "FarmsESD": "farms",
+    "randomized_esd": "randomize",
+    "shuffle_matrix": "randomize",
+    "rand_distance": "randomize",
+    "RandomizedESD": "randomize",
+    "participation_ratio": "vectors",
+    "localization_ratio": "vectors",
+    "vector_localization": "vectors",
 }
 
 __all__ = sorted([*_EXPORTS, *_EAGER])

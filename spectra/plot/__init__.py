@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from .bars import plot_alpha_bars
 from .esd import plot_esd, plot_esd_snapshots
+from .estimators import plot_farms_alpha, plot_shuffled_esd, plot_tail_tests  # noqa: F401
 from .figure import ALPHA_BANDS, DPI
 from .overlap import plot_overlap_heatmap
 from .steps import plot_metric_vs_step
@@ -33,5 +34,8 @@ __all__ = [
     "plot_metric_vs_step",
     "plot_overlap_heatmap",
     "plot_esd_snapshots",
+    "plot_tail_tests",
+    "plot_farms_alpha",
+    "plot_shuffled_esd",
     "ALPHA_BANDS",
 ]
