@@ -23,17 +23,23 @@ CI:
    hooks go away on `detach()`, and also when the monitor is garbage collected: the optimizer holds it only
    weakly. `KeyboardInterrupt` and `SystemExit` always propagate, because the user asked to stop, and the
    monitor's state stays consistent when they do.
-2. **Never lose a computed record.** Each analyzed step is written to `log_dir` as its own part, through a
-   temporary file renamed into place. After a `SIGKILL` at any moment, `Results.read(log_dir)` returns every
-   completed step in full. A truncated or corrupt part is skipped with a warning, so the table it returns is
-   never corrupt (`test_crash_safety.py`).
+2. **Never lose a computed record, never merge two runs.** Each analyzed step is written to `log_dir` as its
+   own part, through a temporary file renamed into place. After a `SIGKILL` at any moment,
+   `Results.read(log_dir)` returns every completed step in full. A truncated, foreign or mistyped part, or a
+   malformed meta file, is skipped with a warning naming it, so the table it returns is never corrupt
+   (`test_crash_safety.py`). Every part carries its run's id: two runs in one directory are never merged
+   (`Results.read` asks which one, or returns both side by side), and resuming from `monitor.state_dict()` (a
+   cursor, not the records) continues the run without a duplicate step. Every round trip (parquet, CSV, log
+   directory, `state_dict`) returns exactly what was written, for any text and any accepted tag value
+   (`tests/test_table_roundtrip_properties.py`, hypothesis); a truncated file is an error, not a short table.
 3. **Never execute untrusted code.** Checkpoints are read with `torch.load(weights_only=True)` or safetensors.
    A pickle that would run code is refused, and the tests use a payload that really does run under an unsafe
    load. CLI arguments are imported only when written as `module:callable`. No output file is overwritten
    without `--force` (`test_security.py`).
 4. **Bounded memory.** On a due step the monitor holds one float32-or-wider copy of each monitored matrix plus
    its gradient, and nothing else. No snapshot or copy outlives its step, and memory stays flat over 1000
-   analyzed steps (`test_memory.py`).
+   analyzed steps (`test_memory.py`); with `log_dir` no record is kept in memory at all (the results are read
+   back from disk), and `close()` releases the model and optimizer.
 
 Estimator properties (`test_properties.py`, hypothesis):
 - alpha is invariant to scaling the eigenvalues (xmin scales with them).
