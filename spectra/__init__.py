@@ -35,7 +35,7 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "functional", "plot", "experiments", "schedules", "layers", "plugins", "analyzers", "table", "pipeline", "sinks",
-    "progress", "threads", "results", "distributed",
+    "progress", "threads", "results", "distributed", "scalar_sinks", "integrations",
 )
 
 __all__ = sorted(["hookimpl", "analyze", "__version__", *_EXPORTS, *_SUBMODULES])

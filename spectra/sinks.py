@@ -2,22 +2,25 @@
 
 * :class:`StreamingSink` streams to a log directory (format: :mod:`spectra.table.storage`); the pipeline builds
   one when a driver is given ``log_dir=``. It writes the meta file (conventions and layers table) when built.
-* :class:`ScalarWriterSink` sends scalar metrics to anything with ``add_scalar(tag, value, step)``.
+* The scalar sinks, defined in :mod:`spectra.scalar_sinks` and re-exported here, send a few key metrics
+  (``alpha/<layer>``, ...) to trackers: :class:`ScalarWriterSink` (anything with ``add_scalar``, e.g.
+  TensorBoard), :class:`WandbSink`, :class:`MLflowSink` and :class:`CallableSink` (any
+  ``fn(metrics, step)``).
 
-Both implement the ``spectra_log_records`` hook; a third-party sink is any plugin that implements it too.
+All implement the ``spectra_log_records`` hook; a third-party sink is any plugin that implements it too.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .hookspecs import hookimpl
+from .scalar_sinks import CallableSink, MLflowSink, ScalarWriterSink, WandbSink
 from .table import storage
 from .table.schema import layers_frame
 
-__all__ = ["StreamingSink", "ScalarWriterSink"]
+__all__ = ["StreamingSink", "ScalarWriterSink", "WandbSink", "MLflowSink", "CallableSink"]
 
 
 class StreamingSink:
@@ -77,34 +80,3 @@ class StreamingSink:
         path = storage.write_part(self.log_dir, records, step, self.run_id)
         if path is not None and step == 0:  # only a fresh run's step 0 can ever be taken back (resume)
             self._written.append(path)
-
-
-class ScalarWriterSink:
-    """Send scalar metrics to anything with ``add_scalar(tag, value, step)`` (TensorBoard's ``SummaryWriter``,
-    tensorboardX, ...).
-
-    Tags are ``<prefix>/<matrix>/<metric>/<layer>[<view>]``; only ``ok``/``warn`` scalar rows (no ``index``)
-    with a finite value are sent, optionally restricted to ``metrics``.
-
-    Example:
-        >>> from torch.utils.tensorboard import SummaryWriter                   # doctest: +SKIP
-        >>> sink = ScalarWriterSink(SummaryWriter("runs/exp1"), metrics={"alpha", "alpha_hill"})  # doctest: +SKIP
-        >>> monitor = spectra.SpectraMonitor(model, opt, plugins=[sink])         # doctest: +SKIP
-    """
-
-    def __init__(self, writer: Any, *, metrics: Any = None, prefix: str = "spectra") -> None:
-        if not callable(getattr(writer, "add_scalar", None)):
-            raise TypeError(f"writer must have an add_scalar(tag, value, step) method, got {type(writer).__name__}")
-        self.writer = writer
-        self.metrics = frozenset(metrics) if metrics is not None else None
-        self.prefix = prefix
-
-    @hookimpl
-    def spectra_log_records(self, records: Sequence[Any], step: int, run: str) -> None:
-        for r in records:
-            if r.index is not None or r.status not in ("ok", "warn") or not math.isfinite(r.value):
-                continue
-            if self.metrics is not None and r.metric not in self.metrics:
-                continue
-            view = "" if r.view in ("W", "") else f"[{r.view}]"
-            self.writer.add_scalar(f"{self.prefix}/{r.matrix}/{r.metric}/{r.layer}{view}", r.value, r.step)

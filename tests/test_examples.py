@@ -35,3 +35,38 @@ def test_custom_analyzer_plugin_example():
     assert len(wide) == 2
     assert (wide["effective_rank"] > 1).all()
     assert (wide["nuclear_norm"] > 0).all()
+
+
+def test_lightning_callback_example(tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = _load("lightning_callback").main(["--steps", "12", "--every", "4", "--width", "32", "--out",
+                                                 str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    import pandas as pd
+
+    table = pd.read_csv(out / "alpha_by_step.csv")
+    assert sorted(table["step"].unique()) == [0, 4, 8, 12] and set(table["fit"]) == {"csn"}
+    logged = pd.read_csv(next((out / "logs").rglob("metrics.csv")))
+    assert sorted(logged.dropna(subset=["spectra/alpha"])["step"].astype(int)) == [0, 4, 8, 12]
+    assert (out / "alpha_hill_vs_step.png").stat().st_size > 0
+
+
+def test_hf_trainer_callback_example(tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = _load("hf_trainer_callback").main(["--steps", "8", "--every", "4", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    import pandas as pd
+
+    table = pd.read_csv(out / "alpha_by_step.csv")
+    assert sorted(table["step"].unique()) == [0, 4, 8]
+    assert "transformer.h.1.mlp.c_fc" in set(table["layer"]) and (out / "checkpoint-4").is_dir()

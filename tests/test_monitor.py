@@ -502,15 +502,14 @@ def test_scalar_writer_sink_receives_scalars():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = _data()
     mon = SpectraMonitor(model, opt, every=2, analyzers=("esd", "alignment"),
-                         plugins=[ScalarWriterSink(w, metrics={"lambda_max", "cos_update_grad"})])
+                         plugins=[ScalarWriterSink(w, metrics={"lambda_max", "update_cos_update_grad"})])
     _train(model, opt, 2, x, y)
-    tags = {t for t, _, _ in w.calls}
-    assert tags == {"spectra/weight/lambda_max/0", "spectra/weight/lambda_max/2",
-                    "spectra/update/cos_update_grad/0", "spectra/update/cos_update_grad/2"}
+    tags = {t for t, _, _ in w.calls}  # grouped by metric (wide-view names): one chart section per metric
+    assert tags == {"lambda_max/0", "lambda_max/2", "update_cos_update_grad/0", "update_cos_update_grad/2"}
     assert {s for _, _, s in w.calls} == {0, 2}
     df = mon.to_pandas()
     expected = df.query("step == 2 and layer == '0' and metric == 'lambda_max'")["value"].iloc[0]
-    assert ("spectra/weight/lambda_max/0", expected, 2) in w.calls
+    assert ("lambda_max/0", expected, 2) in w.calls
     with pytest.raises(TypeError, match="add_scalar"):
         ScalarWriterSink(object())
 

@@ -42,11 +42,14 @@ def test_tidy_schema_and_dtypes():
 def test_wide_pivots_scalars_of_weight():
     res = Results(_records(), layers=LAYERS)
     wide = res.to_wide()
-    assert len(wide) == 4  # (step, layer) for fc1/fc2; the failed fc3 row holds no ok value
+    assert len(wide) == 5  # (step, layer) for fc1/fc2, and the failed fc3 with its status, as WW lists failed fits
     assert set(["alpha", "lambda_max"]) <= set(wide.columns)
     row = wide[(wide.step == 10) & (wide.layer == "fc1")].iloc[0]
     assert row["alpha"] == pytest.approx(3.0)
     assert row["N"] == 20
+    failed = wide[wide.layer == "fc3"].iloc[0]
+    assert failed["status"] == "failed" and failed["fit_message"] == "boom" and np.isnan(failed["alpha"])
+    assert failed["warning"] == ""  # WW labels its alpha = -1 "over-trained"; a failed fit gets no label here
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])

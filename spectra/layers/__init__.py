@@ -19,7 +19,7 @@ Every public name is re-exported here; the plugin registry loads the built-in ru
 from __future__ import annotations
 
 from . import discovery, rules, selection
-from .discovery import LayerEntry, discover_layers, layers_table_rows, unwrap_model
+from .discovery import LayerEntry, discover_layers, layers_table_rows, strip_compile_prefix, unwrap_model
 from .rules import CONV_SLICE_MODES, GRU_GATES, LSTM_GATES, QKV, REASON_1D, BuiltinLayerRules, skip_reason_for
 from .selection import describe_selector, selector_miss_message, selector_predicate
 from .views import MatrixView, ViewShape

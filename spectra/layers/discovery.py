@@ -35,24 +35,42 @@ __all__ = [
     "discover_layers",
     "layers_table_rows",
     "unwrap_model",
+    "strip_compile_prefix",
 ]
 
 _ROW_KEYS = ("layer", "view", "module_type", "N", "M", "Q", "num_matrices", "dtype", "skip_reason")
 
 
+COMPILE_PREFIX = "_orig_mod"  # the attribute torch.compile's OptimizedModule keeps the compiled module under
+
+
+def _is_compiled(model: Any) -> bool:
+    """A ``torch.compile`` wrapper (``OptimizedModule``), recognised without importing torch._dynamo."""
+    return type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, COMPILE_PREFIX, None), nn.Module)
+
+
 def unwrap_model(model: Any) -> Any:
-    """Strip DataParallel / DistributedDataParallel wrappers so layer names match the unwrapped model.
+    """Strip DataParallel / DistributedDataParallel / ``torch.compile`` wrappers so layer names match the model.
 
     Args:
-        model: a module, possibly wrapped (several times) in ``DataParallel``/``DistributedDataParallel``.
+        model: a module, possibly wrapped (several times) in ``DataParallel``/``DistributedDataParallel`` or
+            compiled with ``torch.compile``.
 
     Returns:
         The innermost wrapped module, or ``model`` itself when it is not wrapped.
     """
     wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
-    while isinstance(model, wrappers):
-        model = model.module
+    while isinstance(model, wrappers) or _is_compiled(model):
+        model = getattr(model, COMPILE_PREFIX) if _is_compiled(model) else model.module
     return model
+
+
+def strip_compile_prefix(name: str) -> str:
+    """``name`` without the ``_orig_mod`` path components ``torch.compile`` inserts (``"net._orig_mod.fc"`` →
+    ``"net.fc"``), so a compiled submodule keeps its layer names."""
+    if COMPILE_PREFIX not in name:
+        return name
+    return ".".join(part for part in name.split(".") if part != COMPILE_PREFIX)
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,8 +183,10 @@ def _storage_key(t: Any) -> tuple | None:
 def _iter_module_params(model: nn.Module) -> Iterable[tuple[str, str, Any, nn.Module]]:
     """(module path, local name, param, module) for every parameter, shared ones repeated under each path."""
     for mod_name, mod in model.named_modules(remove_duplicate=False):
+        if _is_compiled(mod):
+            continue  # its parameters are its compiled module's, listed under that module's own path
         for local, p in mod.named_parameters(recurse=False, remove_duplicate=False):
-            yield mod_name, local, p, mod
+            yield strip_compile_prefix(mod_name), local, p, mod
 
 
 def _iter_state_dict(sd: Mapping[Any, Any]) -> Iterable[tuple[str, str, Any, None]]:
