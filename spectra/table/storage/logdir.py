@@ -131,7 +131,10 @@ def supersede_after(log_dir: str | Path, run_id: str, step: int) -> list[Path]:
         if rid == run_id and s is not None and s > step:
             dest = log_dir / "records" / "superseded" / p.name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            p.replace(dest)
+            try:
+                p.replace(dest)
+            except FileNotFoundError:  # another rank of the same run moved it first
+                pass
             moved.append(dest)
     return moved
 
