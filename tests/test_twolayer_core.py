@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import integrate
 
-from spectra.snapshot import LayerState
+import spectra
 from spectra_twolayer import config as C
 from spectra_twolayer.data import make_problem, odd_floor, rng, softplus
 from spectra_twolayer.metrics import ReadoutAnalyzer, TeacherSimAnalyzer, kta, readout_metrics, ridge_readout
@@ -57,6 +57,26 @@ def test_pairing_keys_control_sharing():
     assert not np.allclose(a.train.X, c.train.X)
     e = _problem(teacher_key=("r", 1))
     assert not np.allclose(a.beta, e.beta) and np.array_equal(a.W0, e.W0)
+    i = _problem(init_key=("r", 1))
+    assert np.array_equal(a.beta, i.beta) and np.array_equal(a.test.y, i.test.y) and not np.allclose(a.W0, i.W0)
+
+
+def test_common_random_numbers_across_n_and_label_noise():
+    """The data draws do not depend on n or ρ_e: smaller n is a prefix, ρ_e only scales the same noise z."""
+    base = _problem(n=80, label_noise=0.3)
+    small = _problem(n=30, label_noise=0.3)
+    for split in ("train", "probe"):
+        big, sm = getattr(base, split), getattr(small, split)
+        assert np.array_equal(sm.X, big.X[:30]) and np.array_equal(sm.z, big.z[:30])
+        assert np.allclose(sm.y, big.y[:30], rtol=0, atol=1e-12)  # X @ β* may round differently per shape
+    assert np.array_equal(small.test.X, base.test.X) and np.array_equal(small.test.y, base.test.y)
+    noisy = _problem(n=80, label_noise=0.7)
+    for split in ("train", "probe", "test"):
+        x, y = getattr(base, split), getattr(noisy, split)
+        assert np.array_equal(x.X, y.X) and np.array_equal(x.z, y.z)
+        assert np.allclose(y.y - x.y, (0.7 - 0.3) * x.z, atol=1e-12)
+        assert np.allclose(x.y, softplus(x.X @ base.beta) + 0.3 * x.z, atol=1e-12)
+    assert np.array_equal(base.W0, noisy.W0) and np.array_equal(base.beta, noisy.beta)
 
 
 def test_softplus_matches_torch():
@@ -68,7 +88,20 @@ def test_odd_floor_against_quadrature():
     even_sq = integrate.quad(lambda z: np.log(2 * np.cosh(z / 2)) ** 2 * np.exp(-z * z / 2) / np.sqrt(2 * np.pi),
                              -30, 30, limit=200)[0]
     assert math.isclose(odd_floor(0.3), even_sq + 0.09, rel_tol=1e-8)
-    assert 0.755 < odd_floor(0.3) < 0.767  # PAPER §3: 0.671 + 0.09 = 0.761
+    assert 0.755 < odd_floor(0.3) < 0.767  # PAPER_NOTES.md §3: 0.671 + 0.09 = 0.761
+
+
+def test_best_odd_predictor_attains_the_floor():
+    """β*ᵀx/2 is the odd part of softplus(β*ᵀx): its MSE is the floor, in the population and on a given test set."""
+    from spectra_twolayer.data import odd_floor_on
+
+    z = np.linspace(-8, 8, 33)
+    assert np.allclose(softplus(z) - softplus(-z), z)  # the odd part of softplus is z/2
+    p = _problem(d=30, h=10, n=10, n_test=20000, label_noise=0.3)
+    assert abs(odd_floor_on(p.test, p.beta) - odd_floor(0.3)) < 0.02
+    # any other odd predictor (here a scaled β*ᵀx) does worse on the same large test set
+    other = float(np.mean((p.test.y - 0.8 * p.test.X @ p.beta / 2) ** 2))
+    assert other > odd_floor_on(p.test, p.beta)
 
 
 # ------------------------------------------------------------------------------------------ model and steps
@@ -124,6 +157,17 @@ def test_weight_normalization_restores_frobenius_norm():
 
 
 # ------------------------------------------------------------------------------------------ metrics
+def _analyze(analyzer, W) -> dict:
+    """Run one analyzer on the weight W through the library's public offline entry point; metric → (value, row)."""
+    W = torch.as_tensor(W)
+    model = torch.nn.Linear(W.shape[1], W.shape[0], bias=False, dtype=W.dtype)
+    with torch.no_grad():
+        model.weight.copy_(W)
+    df = spectra.analyze(model, analyzers=[analyzer], on_error="ignore", progress=False).to_pandas()
+    df = df[df["analyzer"] == analyzer.name]
+    return {r.metric: r for r in df.itertuples()}
+
+
 def test_ridge_matches_augmented_least_squares():
     g = np.random.default_rng(0)
     Z, y = g.standard_normal((80, 30)) * 0.1, g.standard_normal(80)
@@ -162,9 +206,9 @@ def test_readout_metrics_against_closed_form(scale):
         assert math.isclose(got[k], ref[k], rel_tol=1e-9), k
     an = ReadoutAnalyzer(X_probe=p.probe.X, y_probe=p.probe.y, X_test=p.test.X, y_test=p.test.y,
                          reg_lambda=0.01, feature_scale=scale)
-    rows = {m.metric: m.value for m in an.analyze(LayerState("W", "W", 0, {"weight": torch.as_tensor(W, dtype=torch.float32)}))}
+    rows = _analyze(an, torch.as_tensor(W, dtype=torch.float32))
     for k in ref:
-        assert math.isclose(rows[k], ref[k], rel_tol=1e-5), k
+        assert rows[k].status == "ok" and math.isclose(rows[k].value, ref[k], rel_tol=1e-5), k
 
 
 def test_readout_guards_nonfinite_weights():
@@ -172,13 +216,14 @@ def test_readout_guards_nonfinite_weights():
     an = ReadoutAnalyzer(X_probe=p.probe.X, y_probe=p.probe.y, X_test=p.test.X, y_test=p.test.y)
     W = torch.as_tensor(p.W0, dtype=torch.float32)
     W[0, 0] = float("inf")
-    with pytest.raises(ValueError, match="non-finite"):
-        list(an.analyze(LayerState("W", "W", 1, {"weight": W})))
+    rows = _analyze(an, W)  # a failed row naming the problem, never an exception
+    assert {r.status for r in rows.values()} == {"failed"}
+    assert all("non-finite" in r.message for r in rows.values())
     # huge but finite weights (degenerate Adam runs) still give finite losses
-    rows = {m.metric: m.value for m in an.analyze(LayerState("W", "W", 1, {"weight": torch.as_tensor(p.W0 * 1e8)}))}
-    assert all(math.isfinite(v) for v in rows.values())
+    rows = _analyze(an, torch.as_tensor(p.W0 * 1e8))
+    assert set(rows) == {"train_loss", "test_loss", "kta"} and all(math.isfinite(r.value) for r in rows.values())
     # without data the analyzer emits skipped rows instead of failing
-    assert {m.status for m in ReadoutAnalyzer().analyze(LayerState("W", "W", 0, {"weight": W}))} == {"skipped"}
+    assert {r.status for r in _analyze(ReadoutAnalyzer(), W).values()} == {"skipped"}
 
 
 def test_sim_is_top_right_singular_vector_overlap():
@@ -188,10 +233,10 @@ def test_sim_is_top_right_singular_vector_overlap():
     beta /= np.linalg.norm(beta)
     W = g.standard_normal((h, d)) + 6.0 * np.outer(g.standard_normal(h), beta)  # a spike along β*
     v1 = np.linalg.svd(W)[2][0]
-    (m,) = list(TeacherSimAnalyzer(beta=beta, k=3).analyze(LayerState("W", "W", 0, {"weight": torch.as_tensor(W)})))
-    assert m.metric == "sim" and math.isclose(m.value, abs(v1 @ beta), rel_tol=1e-9)
+    m = _analyze(TeacherSimAnalyzer(beta=beta, k=3), W)["sim"]
+    assert m.status == "ok" and math.isclose(m.value, abs(v1 @ beta), rel_tol=1e-9)
     assert m.value > 0.9
-    (m0,) = list(TeacherSimAnalyzer(beta=beta).analyze(LayerState("W", "W", 0, {"weight": torch.as_tensor(W[:, ::-1].copy())})))
+    m0 = _analyze(TeacherSimAnalyzer(beta=beta), W[:, ::-1].copy())["sim"]
     assert m0.value < m.value
 
 
@@ -253,22 +298,20 @@ def test_grid_runs_of_a_repeat_share_one_problem():
 
 
 def test_loss_sweep_pairing_semantics():
+    """Common random numbers: every arm of every loss sweep of a repeat shares teacher, init and data keys."""
     cfg = C.make_config("losses", {"scale": "quarter", "losses_repeats": 2})
     runs = build_runs(cfg)
-    by = lambda p: [r for r in runs if r.sweep_param == p]
-    for p in ("reg_lambda", "gamma"):  # one teacher/data/init per repeat, shared by all values
-        rs = by(p)
-        for rep in (0, 1):
-            ks = {(r.teacher_key, r.init_key, r.data_key) for r in rs if r.repeat == rep}
-            assert len(ks) == 1
-    for p in ("n", "label_noise"):  # fresh teacher per value, common init, fresh data per (value, repeat)
-        rs = by(p)
-        assert len({r.init_key for r in rs}) == 1
-        assert len({r.teacher_key for r in rs}) == len({r.sweep_value for r in rs})
-        assert len({r.data_key for r in rs}) == len(rs)
+    assert {r.sweep_param for r in runs} == set(C.LOSS_SWEEPS)
+    for rep in (0, 1):
+        ks = {(r.teacher_key, r.init_key, r.data_key) for r in runs if r.repeat == rep}
+        assert len(ks) == 1
+    assert len({(r.teacher_key, r.data_key) for r in runs}) == 2  # the repeats differ
+    # coinciding arms (λ = 0.01 of the λ sweep and ρ_e = 0.3 of the ρ_e sweep, both at n = 8000·k) are one run
+    keys = [r.compute_key() for r in runs if r.repeat == 0]
+    assert len(keys) - len(set(keys)) >= 1
 
 
-# ------------------------------------------------------------------------------------------ library estimators vs PAPER §5.4–5.5
+# ------------------------------------------------------------------------------------------ library estimators vs PAPER_NOTES.md §5.4–5.5
 def _alpha_hill_ref(lam):
     lam = np.sort(lam)
     N = lam.size
@@ -278,7 +321,7 @@ def _alpha_hill_ref(lam):
 
 
 def _alpha_ks_ref(lam):
-    """PAPER §5.5 literally: every xmin = λ_(i), i = 0..N−2; D_i = 1 when α_i ≤ 1; first argmin."""
+    """PAPER_NOTES.md §5.5 literally: every xmin = λ_(i), i = 0..N−2; D_i = 1 when α_i ≤ 1; first argmin."""
     lam = np.sort(lam)
     N = lam.size
     best, best_d = None, np.inf
@@ -297,7 +340,7 @@ def _alpha_ks_ref(lam):
 
 @pytest.mark.parametrize("kind", ["mp", "heavy", "spike"])
 def test_library_tail_options_match_paper_estimators(kind):
-    """The plugin's `tail` options (method="ww", Hill at the median) reproduce PAPER §5.4 and §5.5 exactly."""
+    """The plugin's `tail` options (method="ww", Hill at the median) reproduce PAPER_NOTES.md §5.4 and §5.5."""
     from spectra.functional import fit_power_law
     from spectra_twolayer.train import tail_options
 

@@ -34,7 +34,8 @@ def test_tiny_writes_tables_figures_and_report(tiny):
         assert (out / f).is_file(), f
     pngs = sorted(p.name for p in out.glob("*.png"))
     for f in ("esd_init_vs_final.png", "metrics_vs_lr_step1.png", "metrics_vs_lr_step10.png", "overlaps_adam.png",
-              "esd_evolution_adam.png", "per_step_overlap.png", "per_step_schedule.png", "losses_n.png"):
+              "esd_evolution_adam.png", "per_step_overlap.png", "per_step_schedule.png", "losses_n.png",
+              "claim_margins.png"):
         assert f in pngs, (f, pngs)
     # tables round-trip through the library and carry the run tags
     back = spectra.Results.read(out / "results.parquet").to_pandas()
@@ -50,7 +51,7 @@ def test_tiny_writes_tables_figures_and_report(tiny):
     for cid in CLAIMS:
         assert f"| {cid} |" in report
     assert set(tiny.claims["claim"]) == set(CLAIMS)
-    assert tiny.claims["verdict"].isin(["PASS", "FAIL", "not evaluated", "info"]).all()
+    assert tiny.claims["verdict"].isin(["PASS", "FAIL", "not evaluated", "info", "not enough repeats to judge"]).all()
     # one summary row per (run, probed step)
     s = tiny.summary
     assert not s.duplicated(["run", "step"]).any()
@@ -73,45 +74,75 @@ def test_tiny_is_seeded_and_reproducible(tiny):
 
 @pytest.mark.slow
 def test_robust_claims_hold_at_tiny_size(tiny):
+    """Claims 1, 3–4 (through each repeat's measured η*) and 6's α_Hill drop, on every one of the 3 repeats."""
     s = tiny.summary
-    init = s[s["step"] == 0]
-    # claim 1: MP at init (α_Hill band at q = 2/3, no outlier)
+    init = s[s["step"] == 0].drop_duplicates("init")
+    assert len(init) == 6  # 3 repeats × (grid problem, loss-sweep problem)
+    # claim 1: MP at init. At d=64 one init's α_Hill has a finite-size sd of ≈ 0.05, so the stated band
+    # [2.40, 2.50] holds for the mean over inits and each init lies within ±3 sd of it
     assert (init["n_out"] == 0).all()
-    assert init["alpha_hill"].between(2.38, 2.52).all()
-    # claims 3–4 through the measured η*: one GD step at 1.3–6 η*_GD gives exactly one spike, bulk intact
-    one = s[(s["group"] == "grid") & (s["step"] == 1)]
-    gd = one[one["optimizer"] == "gd"]
-    eta = float(gd["eta_star_gd"].iloc[0])
-    inside = gd[(gd["lr"] >= 1.3 * eta) & (gd["lr"] <= 6 * eta)]
-    assert len(inside), (eta, sorted(gd["lr"]))
-    assert (inside["n_out"] == 1).all()
-    # the bulk is unchanged: α_Hill of the ESD without its top eigenvalue (the spike) barely moves (at d=64 one
-    # spike among the 32 tail eigenvalues moves the full-spectrum α_Hill itself by ~0.1; the bulk's own α_Hill
-    # moves < 0.08 at this size, against the > 0.2 drop of the HT regime checked below)
+    assert 2.40 <= init["alpha_hill"].mean() <= 2.52
+    assert init["alpha_hill"].between(2.30, 2.65).all()
     from spectra.functional import hill_alpha
 
     tidy = tiny.results.to_pandas()
     ev = tidy[tidy["metric"] == "eigenvalue"]
-    for run in inside["run"]:
-        l0 = np.sort(ev[(ev["run"] == run) & (ev["step"] == 0)]["value"].to_numpy())
-        l1 = np.sort(ev[(ev["run"] == run) & (ev["step"] == 1)]["value"].to_numpy())
-        assert abs(hill_alpha(l1[:-1]) - hill_alpha(l0[:-1])) < 0.08
-    assert (inside["sim"] > 2 / math.sqrt(64)).all()  # aligned with β*, far above the O(1/√d) of init
-    sim0 = init.set_index("run")["sim"]
-    assert (inside["sim"].to_numpy() > 3 * inside["run"].map(sim0).to_numpy()).all()
-    # Adam's threshold follows ‖sign ∇L(W₀)‖_op and is ~10³–10⁴ below GD's
-    ad = one[one["optimizer"] == "adam"]
     rule = 1.2 * (math.sqrt(96) + math.sqrt(64)) / math.sqrt(96 * 64)
-    assert abs(float(ad["eta_star_adam"].iloc[0]) / rule - 1) < 0.15
-    assert eta / float(ad["eta_star_adam"].iloc[0]) > 100
-    # claim 6: multiple large-lr Adam steps drop α_Hill well below MP
-    fin = s[(s["group"] == "grid") & (s["step"] == 10)]
-    a1 = fin[(fin["optimizer"] == "adam") & np.isclose(fin["lr"], 1.0)]
-    assert float(a1["d_alpha_hill"].iloc[0]) < -0.2
-    # claim 13 sanity and claim 2's "no change" at the smallest lr
+    for r in (0, 1, 2):
+        rep = s[s["repeat"] == r]
+        one = rep[(rep["group"] == "grid") & (rep["step"] == 1)]
+        gd = one[one["optimizer"] == "gd"]
+        eta = float(gd["eta_star_gd"].iloc[0])
+        assert np.allclose(gd["eta_star_gd"], eta)  # one gradient at W₀ per repeat, whatever the lr
+        # claim 3: one GD step at 1.3–6 η*_GD gives a spike aligned with β*, the bulk barely moves. At d=64 the
+        # MP edge fluctuates by ~5%, so a bulk eigenvalue the spike drags along may also cross 1.05·edge
+        inside = gd[(gd["lr"] >= 1.3 * eta) & (gd["lr"] <= 6 * eta)]
+        assert len(inside), (r, eta, sorted(gd["lr"]))
+        assert inside["n_out"].between(1, 3).all() and (inside["lambda1_over_edge"] > 1.2).all()
+        sim0 = init.set_index("init")["sim"]
+        assert (inside["sim"] > 2 / math.sqrt(64)).all()  # far above the O(1/√d) of init
+        assert (inside["sim"].to_numpy() > 3 * inside["init"].map(sim0).to_numpy()).all()
+        for run, k in zip(inside["run"], inside["n_out"].astype(int)):
+            # the bulk's own α_Hill (without the k outliers) moves < 0.15 at d=64 (η = 3000, HT: 0.23–0.54)
+            l0 = np.sort(ev[(ev["run"] == run) & (ev["step"] == 0)]["value"].to_numpy())
+            l1 = np.sort(ev[(ev["run"] == run) & (ev["step"] == 1)]["value"].to_numpy())
+            assert abs(hill_alpha(l1[:-k]) - hill_alpha(l0[:-k])) < 0.15, (run, k)
+        # claim 4: Adam's threshold follows ‖sign ∇L(W₀)‖_op and is ~10²–10³ below GD's at this size
+        ad = one[one["optimizer"] == "adam"]
+        assert abs(float(ad["eta_star_adam"].iloc[0]) / rule - 1) < 0.15
+        assert eta / float(ad["eta_star_adam"].iloc[0]) > 100
+        # claim 6: multiple large-lr Adam steps drop α_Hill well below MP
+        fin = rep[(rep["group"] == "grid") & (rep["step"] == 10)]
+        a1 = fin[(fin["optimizer"] == "adam") & np.isclose(fin["lr"], 1.0)]
+        assert float(a1["d_alpha_hill"].iloc[0]) < -0.2
+        # claim 2's "no change" at the smallest lr
+        small = fin[np.isclose(fin["lr"], 1e-3)]
+        assert (small["d_alpha_hill"].abs() < 0.05).all() and (small["n_out"] == 0).all()
+    # claim 13 sanity
     assert (s["test_loss"] > 0.6).all()
-    small = fin[np.isclose(fin["lr"], 1e-3)]
-    assert (small["d_alpha_hill"].abs() < 0.05).all() and (small["n_out"] == 0).all()
+
+
+@pytest.mark.slow
+def test_tiny_claims_rest_on_every_repeat_and_the_sweeps_are_paired(tiny):
+    c = tiny.claims
+    judged = c[c["verdict"].isin(["PASS", "FAIL"])]
+    assert len(judged) > 30 and (judged["repeats"] >= 3).all()
+    assert judged["margin"].notna().all()
+    assert set(c["claim"]) == set(CLAIMS)
+    s = tiny.summary
+    loss = s[s["group"].str.startswith("losses_")]
+    for r, rep in loss.groupby("repeat"):
+        # common random numbers: one W₀ and one test set per repeat, whatever the arm (n or ρ_e)
+        assert rep["init"].nunique() == 1
+        assert np.allclose(rep.loc[rep["step"] == 0, "lambda_max"], rep.loc[rep["step"] == 0, "lambda_max"].iloc[0])
+    # the ρ_e = 0.3 arm at n = 256 is the n sweep's n = 256 arm: trained once, the same numbers under two names
+    a = loss[(loss["group"] == "losses_n") & (loss["n"] == 256)].set_index(["repeat", "step"])
+    b = loss[(loss["group"] == "losses_label_noise") & np.isclose(loss["label_noise"], 0.3)].set_index(["repeat", "step"])
+    pd.testing.assert_frame_equal(a[["train_loss", "test_loss", "alpha_hill"]], b[["train_loss", "test_loss", "alpha_hill"]])
+    report = (tiny.out_dir / "report.md").read_text()
+    for section in ("## How verdicts are reached", "## Statistics", "## Paired differences", "1-min load average",
+                    "coinciding sweep arms trained once"):
+        assert section in report, section
 
 
 def test_plugin_is_registered_through_its_entry_point():

@@ -1,9 +1,11 @@
 """spectra_twolayer: the bundled reproduction of "Crafting Heavy-Tails in Weight Matrix Spectrum without
 Gradient Noise" (Kothapalli et al., 2024) — two-layer tanh networks trained with full-batch GD or Adam.
 
-Run it with ``spectra reproduce`` or ``spectra.experiments.run("twolayer", preset="quick")``; the spec is the
-project's PAPER.md. Every spectral metric comes from :class:`spectra.SpectraMonitor` and the library's analyzers;
-the paper's non-spectral metrics are analyzers in :mod:`spectra_twolayer.metrics`.
+Run it with ``spectra reproduce`` or ``spectra.experiments.run("twolayer", preset="quick")``. The setting, metrics,
+claims and presets are described in ``PAPER_NOTES.md`` next to this file; code and tests cite its sections as
+"PAPER_NOTES.md §x". Every spectral metric comes from :class:`spectra.SpectraMonitor` and the library's analyzers;
+the paper's non-spectral metrics are analyzers in :mod:`spectra_twolayer.metrics`. Every claim is judged on every
+repeat (:mod:`spectra_twolayer.claims`).
 """
 
 from __future__ import annotations

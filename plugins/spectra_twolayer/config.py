@@ -4,9 +4,10 @@ Every field can be overridden from Python (``run_twolayer(lr_grid=(0.1, 1.0))``)
 (``--set lr_grid=0.1,1``): :func:`coerce_overrides` turns strings into the field's type, and
 :meth:`TwoLayerConfig.validate` rejects values of the wrong range with an error naming the field.
 
-Sizes follow PAPER §6/§11: *full* is d=1000, h=1500 (n=2000 for the lr grid), *half* and *quarter* scale d, h and
-every n proportionally. Learning rates are raw values (no width scaling), except the GD learning rates of the
-per-step overlap run, which follow η*_GD ∝ k (PAPER §7).
+Sizes follow PAPER_NOTES.md §6/§11: *full* is d=1000, h=1500 (n=2000 for the lr grid), *half* and *quarter* scale
+d, h and every n proportionally. Learning rates are raw values (no width scaling), except the GD learning rates of
+the per-step overlap run, which follow η*_GD ∝ k (PAPER_NOTES.md §7). The preset table is PAPER_NOTES.md
+"Presets".
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ DEVICES = ("cpu", "cuda")
 LOSS_SWEEPS = ("n", "reg_lambda", "label_noise", "gamma")
 PRESETS = ("quick", "paper", "one-step", "schedule", "overlaps", "losses", "weightnorm", "tiny")
 
-# full-size dimensions (PAPER §2)
+# full-size dimensions (PAPER_NOTES.md §2)
 _FULL_D, _FULL_H = 1000, 1500
 
 
@@ -55,16 +56,17 @@ class TwoLayerConfig:
         lr_grid: the η grid shared by GD and Adam.
         optimizers: which optimizers the grid runs (``gd``, ``adam``).
         probe_steps: steps analysed by the monitor in the grid runs (0 = init).
-        repeats: independent repeats (fresh teacher, init and data each).
+        repeats: independent repeats of the grid, main, one-step, overlap, schedule and weight-norm runs (fresh
+            teacher, init and data each; every check is judged on every repeat, PAPER_NOTES.md §8.2).
         seed: base seed; every draw comes from (seed, repeat, role, ...).
         device: ``"cpu"`` or ``"cuda"``.
         threads: CPU threads for torch and BLAS/LAPACK during the run; 0 = half the cores (at least 1).
             Oversubscribed multi-threaded LAPACK spins: on 2 shared cores one thread ran the 500×500 eigensolve
             4–10× faster than two.
-        readout_feature_scale: ``"repo"`` (s = d) or ``"model"`` (s = √d), PAPER §5.1.
-        outlier_c: n_out counts eigenvalues above ``outlier_c``·(√h+√d)² (PAPER §5.9).
+        readout_feature_scale: ``"repo"`` (s = d) or ``"model"`` (s = √d), PAPER_NOTES.md §5.1.
+        outlier_c: n_out counts eigenvalues above ``outlier_c``·(√h+√d)² (PAPER_NOTES.md §5.9).
         overlap_k: size of the top-k × top-k overlap blocks.
-        alpha_ks: compute the KS-scan alpha (PAPER §5.5) in addition to α_Hill.
+        alpha_ks: compute the KS-scan alpha (PAPER_NOTES.md §5.5) in addition to α_Hill.
         ww_crosscheck: add WeightWatcher's alpha for a few final weights to the report when installed.
         grid: run the (optimizer × η) grid.
         main: run the main single run (Adam η=1, probes {0, T}).
@@ -76,11 +78,11 @@ class TwoLayerConfig:
         schedule_gammas: StepLR γ values of the schedule experiment (empty = off); paired with constant η.
         schedule_lr: η₀ of the schedule experiment (Adam).
         schedule_n: n of the schedule experiment.
-        schedule_steps: steps of the schedule experiment (10, not the repo's 1; PAPER §11 item 2).
+        schedule_steps: steps of the schedule experiment (10, not the repo's 1; PAPER_NOTES.md §11 item 2).
         losses_sweeps: which bulk_losses sweeps to run (subset of n, reg_lambda, label_noise, gamma).
         losses_d, losses_h: sizes of the loss sweeps.
-        losses_n: n of the loss sweeps other than the n sweep.
-        losses_repeats: repeats of the loss sweeps.
+        losses_n: n of the loss sweeps other than the n sweep (8000 at full size: the ρ_e sweep is judged there).
+        losses_repeats: repeats of the loss sweeps (all arms of all sweeps of a repeat share their random draws).
         losses_lr: Adam η of the loss sweeps.
         losses_every_step: probe every step in the loss sweeps (else only {0, T}).
         n_values, reg_lambda_values, label_noise_values, gamma_values: the swept values.
@@ -100,7 +102,7 @@ class TwoLayerConfig:
     lr_grid: tuple[float, ...] = PAPER_LR_GRID
     optimizers: tuple[str, ...] = OPTIMIZERS
     probe_steps: tuple[int, ...] = (0, 1, 10)
-    repeats: int = 1
+    repeats: int = 3
     seed: int = 0
     device: str = "cpu"
     threads: int = 0
@@ -124,8 +126,8 @@ class TwoLayerConfig:
     losses_sweeps: tuple[str, ...] = ("n", "label_noise")
     losses_d: int = 1000
     losses_h: int = 1500
-    losses_n: int = 2000
-    losses_repeats: int = 1
+    losses_n: int = 8000
+    losses_repeats: int = 3
     losses_lr: float = 1.0
     losses_every_step: bool = False
     n_values: tuple[int, ...] = (500, 2000, 4000, 8000)
@@ -242,18 +244,20 @@ def _preset_fields(preset: str, k: float) -> dict[str, Any]:
     def n(full_n: int) -> int:
         return max(1, int(round(full_n * k)))
 
-    gd_overlap_lr = 2000.0 * k  # η*_GD ∝ k (PAPER §7): 2000 at full, 1000 at half
+    gd_overlap_lr = 2000.0 * k  # η*_GD ∝ k (PAPER_NOTES.md §7): 2000 at full, 1000 at half
     off = dict(grid=False, main=False, one_step=False, overlap_runs=(), schedule_gammas=(), losses_sweeps=(),
                weightnorm=False)
     if preset == "quick":
-        kl = min(1.0, 2.0 * k)  # the claim-12 mini-sweeps run at full size when the grid runs at half size
+        # the claim-12 mini-sweeps run at full size when the grid runs at half size; the ρ_e sweep runs at n = 8000
+        # (PAPER_NOTES.md §8.2), so its ρ_e = 0.3 arm is the n sweep's n = 8000 arm, trained once
+        kl = min(1.0, 2.0 * k)
         return dict(
-            **s, n=n(2000), repeats=1, probe_steps=(0, 1, 10), grid=True,
+            **s, n=n(2000), repeats=3, probe_steps=(0, 1, 10), grid=True,
             overlap_runs=("adam:1", f"gd:{gd_overlap_lr:g}"), overlap_n=n(2000),
             schedule_gammas=(0.6,), schedule_n=n(2000),
             losses_sweeps=("n", "label_noise"), losses_d=_sizes(kl)["d"], losses_h=_sizes(kl)["h"],
-            losses_n=int(round(2000 * kl)), n_values=tuple(int(round(v * kl)) for v in (500, 2000, 4000, 8000)),
-            losses_repeats=1, losses_every_step=False,
+            losses_n=int(round(8000 * kl)), n_values=tuple(int(round(v * kl)) for v in (500, 2000, 4000, 8000)),
+            losses_repeats=3, losses_every_step=False,
         )
     if preset == "paper":
         return dict(
@@ -283,12 +287,12 @@ def _preset_fields(preset: str, k: float) -> dict[str, Any]:
     if preset == "tiny":
         # seconds, for tests: d=64, h=96 (k=0.064); a short grid spanning the three regimes of both optimizers
         return dict(
-            d=64, h=96, n=128, n_test=200, repeats=1, probe_steps=(0, 1, 10), grid=True,
+            d=64, h=96, n=128, n_test=200, repeats=3, probe_steps=(0, 1, 10), grid=True,
             lr_grid=(1e-3, 0.1, 1.0, 10.0, 100.0, 300.0, 1000.0, 3000.0), alpha_ks=True, ww_crosscheck=False,
             overlap_runs=("adam:1", "gd:300"), overlap_n=128, overlap_k=5,
             schedule_gammas=(0.6,), schedule_n=128,
-            losses_sweeps=("n", "label_noise"), losses_d=64, losses_h=96, losses_n=128,
-            n_values=(32, 256), label_noise_values=(0.1, 0.5), losses_repeats=1, losses_every_step=False,
+            losses_sweeps=("n", "label_noise"), losses_d=64, losses_h=96, losses_n=256,
+            n_values=(32, 256), label_noise_values=(0.1, 0.3, 0.5), losses_repeats=3, losses_every_step=False,
             scale="custom",
         )
     raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")

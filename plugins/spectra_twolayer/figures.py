@@ -26,6 +26,7 @@ _LABEL = {"gd": "GD", "adam": "FB-Adam"}
 _METRIC_LABEL = {
     "alpha_hill": "α_Hill", "alpha_ks": "α_KS", "n_out": "n_out (λ > 1.05·edge)", "lambda1_over_edge": "λ1 / MP edge",
     "sim": "sim(W, β*)", "train_loss": "probe-ridge train loss", "test_loss": "test loss", "kta": "KTA",
+    "overlap_top1_left_before": "overlap²(u₁(M_t), u₁(W_t−1))", "update_stable_rank": "stable rank of M_t",
 }
 
 
@@ -90,6 +91,7 @@ def _metric_vs_lr(summary: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def _esd_init_vs_final(summary: pd.DataFrame, tidy: pd.DataFrame, out: Path) -> list[Path]:
+    """Init vs final ESD of a few grid runs of the first repeat."""
     grid = summary[(summary["group"] == "grid") & (summary["repeat"] == summary["repeat"].min())]
     if grid.empty:
         return []
@@ -117,38 +119,90 @@ def _esd_init_vs_final(summary: pd.DataFrame, tidy: pd.DataFrame, out: Path) -> 
         ax.set_xlabel("log10 λ (eigenvalues of WᵀW)")
         ax.set_title(f"{_LABEL[opt]} η={lr:g}", fontsize=10)
         ax.legend(fontsize=7)
-    fig.suptitle("ESD at init vs after training")
+    fig.suptitle("ESD at init vs after training (repeat 0)")
     return [_save(fig, out / "esd_init_vs_final.png")]
+
+
+def _run_label(first: pd.Series, group: str) -> str:
+    label = f"{_LABEL[first['optimizer']]} η={first['lr']:g}"
+    if group == "schedule":
+        label += " const" if first["gamma"] == 1 else f" γ={first['gamma']:g}"
+    if group == "weightnorm":
+        label += " WN on" if first["weight_norm"] else " WN off"
+    return label
+
+
+def _band(ax: Any, sub: pd.DataFrame, m: str, label: str, **kw: Any) -> None:
+    """Mean over repeats vs step, with a ±1 sd band when there are several repeats."""
+    g = sub.groupby("step")[m]
+    mean, std = g.mean(), g.std(ddof=1)
+    line = ax.plot(mean.index, mean.to_numpy(float), marker="o", ms=3, label=label, **kw)[0]
+    if std.notna().any():
+        ax.fill_between(mean.index, (mean - std).to_numpy(float), (mean + std).to_numpy(float),
+                        color=line.get_color(), alpha=0.2, lw=0)
 
 
 def _per_step(summary: pd.DataFrame, out: Path) -> list[Path]:
     paths = []
-    metrics = ["n_out", "alpha_hill", "lambda1_over_edge", "sim", "train_loss", "test_loss"]
+    base = ["n_out", "alpha_hill", "lambda1_over_edge", "sim", "train_loss", "test_loss"]
     for group in ("overlap", "schedule", "weightnorm", "main"):
-        sub = summary[(summary["group"] == group) & (summary["repeat"] == summary["repeat"].min())]
+        sub = summary[summary["group"] == group]
         if sub.empty or sub["step"].nunique() < 3:
             continue
-        fig, axes = _figure(2, 3)
+        metrics = base + (["overlap_top1_left_before", "update_stable_rank"] if group == "overlap" else [])
+        ncols = 4 if group == "overlap" else 3
+        fig, axes = _figure(2, ncols)
+        reps = int(sub["repeat"].nunique())
+        # one curve per configuration, averaged over its repeats (runs differ only in the repeat index)
+        sub = sub.assign(_cfg=[_run_label(r, group) for _, r in sub.iterrows()])
         for ax, m in zip(axes.flat, metrics):
-            for run, r in sub.groupby("run", sort=False):
-                r = r.sort_values("step")
-                first = r.iloc[0]
-                label = f"{_LABEL[first['optimizer']]} η={first['lr']:g}"
-                if group == "schedule":
-                    label += " const" if first["gamma"] == 1 else f" γ={first['gamma']:g}"
-                if group == "weightnorm":
-                    label += " WN on" if first["weight_norm"] else " WN off"
-                ax.plot(r["step"], r[m], marker="o", ms=3, label=label)
+            for label, r in sub.groupby("_cfg", sort=False):
+                if m not in r or r[m].isna().all():
+                    continue
+                _band(ax, r, m, label)
+            if m == "overlap_top1_left_before":
+                for thr, ls in ((0.8, "--"), (0.7, ":")):
+                    ax.axhline(thr, color="grey", lw=0.8, ls=ls)
             ax.set_xlabel("step")
-            ax.set_title(_METRIC_LABEL[m], fontsize=10)
+            ax.set_title(_METRIC_LABEL.get(m, m), fontsize=10)
             if m == "n_out":
                 ax.set_yscale("symlog", linthresh=1.0)
-            if m == "lambda1_over_edge":
+            if m in ("lambda1_over_edge", "update_stable_rank"):
                 ax.set_yscale("log")
+        for ax in list(axes.flat)[len(metrics):]:
+            ax.set_visible(False)
         axes.flat[0].legend(fontsize=7)
-        fig.suptitle(f"per-step metrics: {group}")
+        fig.suptitle(f"per-step metrics: {group} (mean ± sd over {reps} repeat{'s' if reps > 1 else ''})")
         paths.append(_save(fig, out / f"per_step_{group}.png"))
     return paths
+
+
+def _margins(claims: pd.DataFrame | None, out: Path) -> list[Path]:
+    """Every judged check's margin in standard errors (clipped to ±10; ∞ drawn at the clip), ±2 marked."""
+    if claims is None or claims.empty:
+        return []
+    j = claims[claims["verdict"].isin(["PASS", "FAIL"])].reset_index(drop=True)
+    if j.empty:
+        return []
+    z = pd.to_numeric(j["margin"], errors="coerce").to_numpy(float)
+    zc = np.clip(np.nan_to_num(z, nan=0.0, posinf=10.0, neginf=-10.0), -10, 10)
+    fig, axes = _figure(1, 1, w=7.0, h=max(3.0, 0.22 * len(j) + 1.0))
+    ax = axes[0, 0]
+    y = np.arange(len(j))[::-1]
+    colors = ["#2ca02c" if v == "PASS" else "#d62728" for v in j["verdict"]]
+    ax.scatter(zc, y, c=colors, s=18, zorder=3)
+    for yi, zi, zr in zip(y, zc, z):
+        if not math.isfinite(zr):
+            ax.annotate("∞" if not math.isnan(zr) else "n/a", (zi, yi), xytext=(4, -3), textcoords="offset points",
+                        fontsize=6)
+    for x in (-2, 2):
+        ax.axvline(x, color="grey", ls="--", lw=0.8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, list(j["check"]), fontsize=6)
+    ax.set_xlim(-10.5, 10.5)
+    ax.set_xlabel("margin to the threshold in standard errors (clipped at ±10; green PASS, red FAIL)")
+    ax.set_title("how firm each verdict is: |margin| > 2 should survive a new seed", fontsize=9)
+    return [_save(fig, out / "claim_margins.png")]
 
 
 def _block(tidy: pd.DataFrame, run: str, step: int, metric: str) -> np.ndarray | None:
@@ -208,7 +262,7 @@ def _overlaps(summary: pd.DataFrame, tidy: pd.DataFrame, out: Path) -> list[Path
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-        fig.suptitle(f"update–weight overlaps: {_LABEL[opt]} η={lr:g}")
+        fig.suptitle(f"update–weight overlaps: {_LABEL[opt]} η={lr:g} (repeat 0)")
         # bbox_inches="tight" instead of tight_layout, which does not handle the shared colour bar
         fig.savefig(out / f"overlaps_{opt}.png", dpi=DPI, bbox_inches="tight")
         paths.append(out / f"overlaps_{opt}.png")
@@ -227,7 +281,7 @@ def _esd_evolution(summary: pd.DataFrame, tidy: pd.DataFrame, out: Path) -> list
         if len(ev) < 2:
             continue
         p = out / f"esd_evolution_{opt}.png"
-        plot_esd_snapshots(ev, path=p, title=f"ESD over steps: {_LABEL[opt]} η={lr:g}", logy=True)
+        plot_esd_snapshots(ev, path=p, title=f"ESD over steps: {_LABEL[opt]} η={lr:g} (repeat 0)", logy=True)
         paths.append(p)
     return paths
 
@@ -252,18 +306,28 @@ def _loss_curves(summary: pd.DataFrame, out: Path) -> list[Path]:
             ax.set_xlabel("step")
             ax.set_title(_METRIC_LABEL[m], fontsize=10)
         axes.flat[1].legend(fontsize=7)
-        fig.suptitle(f"loss vs step, sweep over {param} (Adam η={float(sub['lr'].iloc[0]):g})")
+        reps = int(sub["repeat"].nunique())
+        fig.suptitle(f"loss vs step, sweep over {param} (Adam η={float(sub['lr'].iloc[0]):g}; mean ± sd over "
+                     f"{reps} paired repeat{'s' if reps > 1 else ''})")
         paths.append(_save(fig, out / f"losses_{param}.png"))
     return paths
 
 
-def write_figures(summary: pd.DataFrame, tidy: pd.DataFrame, out: Path) -> list[Path]:
-    """Write every figure the tables support into ``out``; return their paths (failures are logged, skipped)."""
+def write_figures(summary: pd.DataFrame, tidy: pd.DataFrame, out: Path, *, claims: pd.DataFrame | None = None
+                  ) -> list[Path]:
+    """Write every figure the tables support into ``out``; return their paths (failures are logged, skipped).
+
+    Args:
+        summary: the wide summary (one row per run and probed step).
+        tidy: the monitor's tidy table (eigenvalues, overlap blocks).
+        out: the output directory.
+        claims: the verdict rows; adds the margin plot ``claim_margins.png``.
+    """
     out = Path(out)
     paths: list[Path] = []
     for f, args in ((_esd_init_vs_final, (summary, tidy, out)), (_metric_vs_lr, (summary, out)),
                     (_per_step, (summary, out)), (_esd_evolution, (summary, tidy, out)),
-                    (_overlaps, (summary, tidy, out)), (_loss_curves, (summary, out))):
+                    (_overlaps, (summary, tidy, out)), (_loss_curves, (summary, out)), (_margins, (claims, out))):
         try:
             paths += f(*args)
         except Exception as e:  # noqa: BLE001 - a figure must never sink the run

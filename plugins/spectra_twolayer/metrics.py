@@ -1,14 +1,15 @@
 """The paper's non-spectral metrics as spectra analyzers: ridge readout losses, KTA and sim(W, β*).
 
 They run inside :class:`spectra.SpectraMonitor` on the same schedule as the spectral analyzers, so every number
-lands in the same tidy table (PAPER "How the plugin should use this", item 2). Everything is computed in
+lands in the same tidy table (PAPER_NOTES.md, "Implementation contract", item 2). Everything is computed in
 float64 on the weight copy's device, with NaN/inf guarded: a non-finite W gives a ``failed`` row, never a crash.
 
 * :class:`ReadoutAnalyzer` (``twolayer_readout``): features Z = tanh(X_probe Wᵀ/s)/√h, ridge
   â = (ZᵀZ + (λ/h)·n·I)⁻¹ Zᵀy on the probe set; ``train_loss`` (probe MSE), ``test_loss`` (test MSE with the
-  same â) and uncentered ``kta`` = ‖Zᵀy‖²/(‖ZᵀZ‖_F‖y‖²) (PAPER §5.1–§5.2). s = d ("repo") or √d ("model").
+  same â) and uncentered ``kta`` = ‖Zᵀy‖²/(‖ZᵀZ‖_F‖y‖²) (PAPER_NOTES.md §5.1–§5.2). s = d ("repo") or √d
+  ("model").
 * :class:`TeacherSimAnalyzer` (``twolayer_sim``): sim = |v₁ᵀβ*|/‖v₁‖ with v₁ the top right singular vector of
-  W from the snapshot's shared SVD (PAPER §5.6).
+  W from the snapshot's shared SVD (PAPER_NOTES.md §5.6).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from spectra.analyzers.base import Analyzer, Measurement
+from spectra import Analyzer, Measurement
 
 __all__ = ["ReadoutAnalyzer", "TeacherSimAnalyzer", "feature_scale", "readout_features", "ridge_readout", "kta",
            "readout_metrics"]
@@ -88,14 +89,14 @@ def _weight_tensor(layer: Any) -> torch.Tensor:
 
 
 class ReadoutAnalyzer(Analyzer):
-    """Ridge-readout train/test loss and KTA of the first layer (PAPER §5.1–§5.2).
+    """Ridge-readout train/test loss and KTA of the first layer (PAPER_NOTES.md §5.1–§5.2).
 
     Args:
         X_probe, y_probe: the probe set (the ridge fit's data; "train loss" is measured here).
         X_test, y_test: the test set.
         reg_lambda: λ of the ridge penalty (λ/h)‖a‖².
         feature_scale: ``"repo"`` (s = d, default) or ``"model"`` (s = √d).
-        schedule: optional own schedule (see :class:`spectra.analyzers.base.Analyzer`).
+        schedule: optional own schedule (see :class:`spectra.Analyzer`).
 
     Without data (e.g. when instantiated by a registry listing) it emits ``skipped`` rows.
     """
@@ -151,7 +152,7 @@ class ReadoutAnalyzer(Analyzer):
 
 
 class TeacherSimAnalyzer(Analyzer):
-    """sim(W, β*) = |v₁ᵀβ*|/‖v₁‖ with v₁ the top right singular vector of W (PAPER §5.6).
+    """sim(W, β*) = |v₁ᵀβ*|/‖v₁‖ with v₁ the top right singular vector of W (PAPER_NOTES.md §5.6).
 
     Args:
         beta: the teacher direction β* (length d).

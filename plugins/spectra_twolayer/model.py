@@ -1,4 +1,4 @@
-"""The student: f(x) = aᵀ tanh(W x/√d)/√h with W ∈ R^{h×d} trainable and a frozen (PAPER §3)."""
+"""The student: f(x) = aᵀ tanh(W x/√d)/√h with W ∈ R^{h×d} trainable and a frozen (PAPER_NOTES.md §3)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["Student", "normalize_weight_", "student_mse"]
 class Student(nn.Module):
     """Two-layer tanh network without biases; only the first layer ``W`` (an ``nn.Linear``) trains.
 
-    The second layer ``a`` is a buffer (fixed during training, PAPER §3), so the monitor sees one matrix, layer
+    The second layer ``a`` is a buffer (fixed during training, PAPER_NOTES.md §3), so the monitor sees one matrix, layer
     ``"W"``. The 1/√d and 1/√h factors live in the forward pass.
     """
 
@@ -33,7 +33,7 @@ class Student(nn.Module):
 
 @torch.no_grad()
 def normalize_weight_(W: torch.Tensor) -> None:
-    """W ← W·√(h·d)/‖W‖_F in place: restores the expected initial Frobenius norm (PAPER §4)."""
+    """W ← W·√(h·d)/‖W‖_F in place: restores the expected initial Frobenius norm (PAPER_NOTES.md §4)."""
     h, d = W.shape
     W.mul_(math.sqrt(h * d) / torch.linalg.norm(W))
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,11 +42,13 @@ class TwoLayerReport:
     Attributes:
         results: every run's tidy records, concatenated (:class:`spectra.Results`).
         summary: one row per (run, probed step), the paper's quantities as columns.
-        claims: the PAPER §8 verdict rows.
+        claims: the PAPER_NOTES.md §8 verdict rows (one per check, judged on every repeat).
         out_dir: where the outputs were written (``None`` when ``out`` was not given).
         config: the configuration in force.
         wall_s: total wall time.
         figures: the PNG files written.
+        load: the 1-minute load average at the start and at the end of the run (``None`` where the platform has
+            none); wall times measured on shared cores are only comparable at similar load.
     """
 
     results: Any
@@ -54,6 +58,7 @@ class TwoLayerReport:
     config: dict[str, Any]
     wall_s: float = 0.0
     figures: list[Path] = field(default_factory=list)
+    load: tuple[float, float] | None = None
 
     def __repr__(self) -> str:
         v = self.claims["verdict"].value_counts().to_dict() if len(self.claims) else {}
@@ -95,7 +100,7 @@ def _ww_crosscheck(final: dict[str, np.ndarray], summary: pd.DataFrame) -> pd.Da
         return None
     import torch
 
-    from spectra.compat.weightwatcher import compare_weightwatcher
+    from spectra import compare_weightwatcher
 
     rows = []
     for run, W in final.items():
@@ -118,8 +123,6 @@ def _ww_crosscheck(final: dict[str, np.ndarray], summary: pd.DataFrame) -> pd.Da
 @contextlib.contextmanager
 def _limited_threads(n: int) -> Iterator[None]:
     """Limit torch and BLAS/LAPACK threads for the duration of a run (``n = 0``: half the cores); restored."""
-    import os
-
     import torch
 
     from spectra.threads import limit_blas_threads
@@ -178,25 +181,51 @@ def run_twolayer(
         return _run(cfg, runs, out_dir, progress, t0)
 
 
+def _load_average() -> float | None:
+    """The 1-minute load average (None where the platform has none)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
+def _reuse(src: RunOutput, spec: RunSpec) -> RunOutput:
+    """``src``'s outputs under ``spec``'s name and tags: ``spec`` computes exactly what ``src`` computed."""
+    df = src.results.to_pandas()
+    df["run"] = spec.name
+    for k, v in spec.tags().items():
+        df[k] = v
+    res = spectra.Results.from_pandas(df, layers=src.results.layers, attrs=src.results.attrs)
+    return dataclasses.replace(src, spec=spec, results=res, student_mse=list(src.student_mse), wall_s=0.0,
+                               final_weight=None, reused_from=src.spec.name)
+
+
 def _run(cfg: TwoLayerConfig, runs: list[RunSpec], out_dir: Path | None, progress: Any, t0: float) -> TwoLayerReport:
     import torch
 
+    load0 = _load_average()
     keep_final = _key_runs(runs) if cfg.ww_crosscheck else set()
     bar = make_progress(progress, len(runs), "twolayer", unit="run", min_items=1)
     outputs: list[RunOutput] = []
+    done: dict[tuple, RunOutput] = {}  # compute key → first run with that key (coinciding sweep arms)
     final_w: dict[str, np.ndarray] = {}
     problem_key, problem = None, None
     try:
         for spec in runs:
-            if spec.problem_key() != problem_key:
-                problem_key = spec.problem_key()
-                problem = make_problem(d=spec.d, h=spec.h, n=spec.n, n_test=spec.n_test,
-                                       label_noise=spec.label_noise, seed=cfg.seed, teacher_key=spec.teacher_key,
-                                       init_key=spec.init_key, data_key=spec.data_key)
-            res = train_run(spec, problem, cfg, device=cfg.device, keep_final=spec.name in keep_final)
-            if res.final_weight is not None:
-                final_w[spec.name] = res.final_weight
-                res.final_weight = None
+            key = spec.compute_key()
+            if key in done and spec.name not in keep_final:
+                res = _reuse(done[key], spec)
+            else:
+                if spec.problem_key() != problem_key:
+                    problem_key = spec.problem_key()
+                    problem = make_problem(d=spec.d, h=spec.h, n=spec.n, n_test=spec.n_test,
+                                           label_noise=spec.label_noise, seed=cfg.seed, teacher_key=spec.teacher_key,
+                                           init_key=spec.init_key, data_key=spec.data_key)
+                res = train_run(spec, problem, cfg, device=cfg.device, keep_final=spec.name in keep_final)
+                if res.final_weight is not None:
+                    final_w[spec.name] = res.final_weight
+                    res.final_weight = None
+                done.setdefault(key, res)
             outputs.append(res)
             if bar is not None:
                 bar.set_postfix_str(spec.name, refresh=False)
@@ -212,6 +241,7 @@ def _run(cfg: TwoLayerConfig, runs: list[RunSpec], out_dir: Path | None, progres
     claims = evaluate_claims(summary, cfg_dict)
     wall = time.perf_counter() - t0
     figures: list[Path] = []
+    load = None
     if out_dir is not None:
         results.to_parquet(out_dir / "results.parquet")
         results.to_csv(out_dir / "results.csv")
@@ -223,7 +253,7 @@ def _run(cfg: TwoLayerConfig, runs: list[RunSpec], out_dir: Path | None, progres
 
         # tables are on disk already; a failure in an optional output must not cost the user the report
         try:
-            figures = write_figures(summary, tidy, out_dir)
+            figures = write_figures(summary, tidy, out_dir, claims=claims)
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"twolayer: figures could not be written: {exc!r}", RuntimeWarning, stacklevel=2)
             figures = []
@@ -232,10 +262,17 @@ def _run(cfg: TwoLayerConfig, runs: list[RunSpec], out_dir: Path | None, progres
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"twolayer: WeightWatcher cross-check failed: {exc!r}", RuntimeWarning, stacklevel=2)
             ww = None
-        walls = pd.DataFrame([{"run": o.spec.name, "group": o.spec.group, "wall_s": o.wall_s} for o in outputs])
+        walls = pd.DataFrame([{"run": o.spec.name, "group": o.spec.group, "wall_s": o.wall_s,
+                               "reused": bool(o.reused_from)} for o in outputs])
         dev_name = torch.cuda.get_device_name(0) if cfg.device == "cuda" else ""
         wall = time.perf_counter() - t0
+        load1 = _load_average()
+        load = None if load0 is None or load1 is None else (load0, load1)
         write_report(out_dir / "report.md", cfg=cfg_dict, claims=claims, summary=summary, figures=figures,
-                     wall_s=wall, n_runs=len(outputs), run_walls=walls, ww=ww, device_name=dev_name)
+                     wall_s=wall, n_runs=len(outputs), run_walls=walls, ww=ww, device_name=dev_name, load=load,
+                     threads=torch.get_num_threads())
+    else:
+        load1 = _load_average()
+        load = None if load0 is None or load1 is None else (load0, load1)
     return TwoLayerReport(results=results, summary=summary, claims=claims, out_dir=out_dir, config=cfg_dict,
-                          wall_s=wall, figures=figures)
+                          wall_s=wall, figures=figures, load=load)

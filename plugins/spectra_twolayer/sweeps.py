@@ -1,19 +1,25 @@
-"""The experiment lists of each preset, with PAPER §6's pairing semantics.
+"""The experiment lists of each preset, with their pairing semantics (PAPER_NOTES.md §6, §8.2).
 
 A :class:`RunSpec` is one training run: sizes, optimizer, η, schedule, probe steps, and the three keys that
 decide which draws it shares with other runs (teacher, student init, data). Runs with equal keys and sizes get
 bit-identical β*, W₀, a and datasets.
 
-Pairing (PAPER §6):
-* lr grid, main, one-step, overlaps, schedule, weight-norm: everything keyed on the repeat, so all (optimizer, η)
-  runs of a repeat are paired;
-* loss sweeps over ``n`` and ``label_noise``: a fresh teacher per value, one common student init, fresh data
-  per (value, repeat);
-* loss sweeps over ``reg_lambda`` and ``gamma``: one teacher, dataset and init per repeat, shared by all values.
+Pairing:
+* lr grid, main, one-step, overlaps, schedule, weight-norm: everything keyed on the repeat, so all (optimizer, η,
+  γ, weight-norm) runs of a repeat share β*, W₀, a and data: the schedule and weight-normalisation comparisons are
+  paired differences;
+* loss sweeps (n, λ, ρ_e, γ): common random numbers. Every arm of every sweep in a repeat shares the teacher, the
+  student init, the test set and the noise draws z; the n arms use nested prefixes of one sample stream, and the ρ_e
+  arms scale the same z (see :mod:`spectra_twolayer.data`). This departs on purpose from the authors' code, which
+  draws a fresh teacher per n or ρ_e value, so that arm-to-arm differences are paired.
+
+Arms that coincide (e.g. n = 8000 of the n sweep and ρ_e = 0.3 of the ρ_e sweep at n = 8000) have the same
+:meth:`RunSpec.compute_key`; the runner trains them once.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -67,21 +73,33 @@ class RunSpec:
     alignment: bool = True
 
     def tags(self) -> dict[str, Any]:
-        """The columns added to every tidy row of this run."""
+        """The columns added to every tidy row of this run (``sweep_value`` is None outside a sweep)."""
+        sweep_value = None if math.isnan(self.sweep_value) else float(self.sweep_value)
         return {
             "group": self.group, "optimizer": self.optimizer, "lr": float(self.lr), "steps": self.steps,
             "gamma": float(self.gamma), "weight_norm": bool(self.weight_norm), "d": self.d, "h": self.h,
             "n": self.n, "n_test": self.n_test, "label_noise": float(self.label_noise),
             "reg_lambda": float(self.reg_lambda), "repeat": self.repeat, "sweep_param": self.sweep_param,
-            "sweep_value": float(self.sweep_value),
+            "sweep_value": sweep_value, "init": self.init_id(),
         }
+
+    def init_id(self) -> str:
+        """Names the initial weight W₀: runs with equal ids start from the same W₀ (e.g. ``"500x750/r/0"``)."""
+        return f"{self.d}x{self.h}/" + "/".join(str(k) for k in self.init_key)
 
     def problem_key(self) -> tuple:
         """Runs with equal problem keys share the same drawn problem."""
         return (self.d, self.h, self.n, self.n_test, self.label_noise, self.teacher_key, self.init_key,
                 self.data_key)
 
+    def compute_key(self) -> tuple:
+        """Runs with equal compute keys produce the same numbers (only their names and sweep tags differ)."""
+        return (self.problem_key(), self.optimizer, float(self.lr), self.steps, tuple(self.probes), float(self.gamma),
+                bool(self.weight_norm), float(self.reg_lambda), self.spectral, self.alignment,
+                self.group.startswith("losses_"))
+
     def to_dict(self) -> dict[str, Any]:
+        """All fields as a dict."""
         return asdict(self)
 
 
@@ -138,24 +156,19 @@ def build_runs(cfg: TwoLayerConfig) -> list[RunSpec]:
 
 
 def _loss_sweeps(cfg: TwoLayerConfig) -> list[RunSpec]:
+    """The bulk_losses sweeps, paired by common random numbers within a repeat (module docstring)."""
     runs: list[RunSpec] = []
     probes = _probes("every" if cfg.losses_every_step else (0,), cfg.steps)
     values = {"n": cfg.n_values, "reg_lambda": cfg.reg_lambda_values, "label_noise": cfg.label_noise_values,
               "gamma": cfg.gamma_values}
-    for param in cfg.losses_sweeps:
-        for r in range(cfg.losses_repeats):
+    for r in range(cfg.losses_repeats):
+        keys = dict(teacher_key=("losses", r), init_key=("losses", r), data_key=("losses", r))
+        for param in cfg.losses_sweeps:
             for v in values[param]:
                 spec: dict[str, Any] = dict(
                     d=cfg.losses_d, h=cfg.losses_h, n=cfg.losses_n, n_test=cfg.n_test, label_noise=cfg.label_noise,
                     reg_lambda=cfg.reg_lambda, gamma=1.0)
-                key_name = {"n": "n", "reg_lambda": "reg_lambda", "label_noise": "label_noise", "gamma": "gamma"}[param]
-                spec[key_name] = int(v) if param == "n" else float(v)
-                if param in ("n", "label_noise"):
-                    keys = dict(teacher_key=("losses", param, v), init_key=("losses",),
-                                data_key=("losses", param, v, r))
-                else:
-                    keys = dict(teacher_key=("losses", param, r), init_key=("losses", param, r),
-                                data_key=("losses", param, r))
+                spec[param] = int(v) if param == "n" else float(v)
                 runs.append(RunSpec(
                     name=f"losses_{param}/adam/{param}={v:g}/r{r}", group=f"losses_{param}", optimizer="adam",
                     lr=cfg.losses_lr, steps=cfg.steps, probes=probes, repeat=r, sweep_param=param,

@@ -1,6 +1,6 @@
 """One training run: full-batch GD or Adam on the student's first layer, with the spectra monitor attached.
 
-The loop follows PAPER §4.1: (optional) weight normalisation, full-batch MSE (mean, no ½) on the training set,
+The loop follows PAPER_NOTES.md §4.1: (optional) weight normalisation, full-batch MSE (mean, no ½) on the training set,
 one optimizer step, then the StepLR step (η_t = η·γ^(t−1)). Training is float32; every metric is computed by
 the monitor's analyzers in float64. A divergent run (non-finite loss or weights) is marked, never raised.
 """
@@ -21,7 +21,7 @@ import spectra
 from spectra.functional import mp_edges
 
 from .config import TwoLayerConfig
-from .data import Problem
+from .data import Problem, odd_floor_on
 from .metrics import ReadoutAnalyzer, TeacherSimAnalyzer
 from .model import Student, normalize_weight_
 from .sweeps import RunSpec
@@ -44,6 +44,11 @@ class RunOutput:
         wall_s: wall time of the run.
         error: why training stopped early (empty when it ran all steps).
         final_weight: W_T as float32 numpy when ``keep_final`` was asked (for the WeightWatcher cross-check).
+        reused_from: name of the run whose outputs these are, when the runner trained an identical run once for
+            two sweep arms (empty otherwise).
+        alpha_is_hill: the ``tail`` analyzer ran as a Hill fit only (``alpha_ks=False``), so its ``alpha`` row is
+            α_Hill and there is no α_KS.
+        test_floor: the test MSE of the best odd predictor β*ᵀx/2 on this run's test set (PAPER_NOTES.md §3).
     """
 
     spec: RunSpec
@@ -53,10 +58,13 @@ class RunOutput:
     wall_s: float = 0.0
     final_weight: np.ndarray | None = None
     error: str = ""
+    reused_from: str = ""
+    alpha_is_hill: bool = False
+    test_floor: float = math.nan
 
 
 def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
-    """``gd``: torch SGD (momentum 0, no weight decay); ``adam``: torch Adam with its defaults (PAPER §4)."""
+    """``gd``: torch SGD (momentum 0, no weight decay); ``adam``: torch Adam with its defaults (PAPER_NOTES.md §4)."""
     if name == "gd":
         return torch.optim.SGD(params, lr=lr, momentum=0.0, weight_decay=0.0)
     if name == "adam":
@@ -65,7 +73,7 @@ def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
 
 
 def tail_options(cfg: TwoLayerConfig) -> dict[str, Any]:
-    """Options of the library's ``tail`` analyzer for PAPER §5.4 (α_Hill) and §5.5 (α_KS)."""
+    """Options of the library's ``tail`` analyzer for PAPER_NOTES.md §5.4 (α_Hill) and §5.5 (α_KS)."""
     if not cfg.alpha_ks:
         return {"method": "hill", "xmin_pos": 2}
     return {"method": "ww", "xmin_pos": 2, "hill": True}
@@ -138,4 +146,6 @@ def train_run(
             monitor.detach()
     final = model.W.weight.detach().cpu().numpy().copy() if keep_final else None
     return RunOutput(spec=spec, results=monitor.results, student_mse=losses, diverged=diverged,
-                     wall_s=time.perf_counter() - t0, final_weight=final, error=error)
+                     wall_s=time.perf_counter() - t0, final_weight=final, error=error,
+                     alpha_is_hill=tail_options(cfg)["method"] == "hill",
+                     test_floor=odd_floor_on(problem.test, problem.beta))
