@@ -117,16 +117,23 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             raise FileExistsError(f"{plot_dir} exists and is not empty; pass --force to write figures into it")
         _check_writable_dir(plot_dir, "--plot")
     target = resolve_target(args.target)
+    base = resolve_target(args.base) if args.base else None
     res = spectra.analyze(target, fit=args.fit, layers=args.layers, conv_slices=args.conv_slices,
-                          progress=None if not args.quiet else False,
+                          progress=None if not args.quiet else False, base=base,
                           analyzer_options={"esd": {"spectrum": True}} if plot_dir is not None else None)
     wide = res.to_wide()
     cols = [c for c in ("layer", "view", "N", "M", "alpha", "alpha_hill", "D", "n_tail", "lambda_max",
-                        "stable_rank", "num_spikes") if c in wide.columns]
+                        "stable_rank", "num_spikes", "status", "warning") if c in wide.columns]
     import pandas as pd
 
+    _out(fit_header(res.attrs.get("fit")))
     with pd.option_context("display.max_rows", 200, "display.width", 160, "display.precision", 4):
         _out(wide[cols].to_string(index=False) if len(wide) else "(no layers analyzed)")
+    if len(wide):
+        _out("summary (mean over layers, as WeightWatcher's get_summary): " + ", ".join(
+            f"{k}={v:.4g}" for k, v in res.summary().items()))
+    if base is not None:
+        _out_deltas(res)
     skipped = res.layers[res.layers["skip_reason"].notna()]
     if len(skipped):
         _out(f"\n{len(skipped)} parameter(s) skipped: " + "; ".join(
@@ -144,7 +151,30 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _out_deltas(res: Any) -> None:
+    """The table of dW = W - W_base per layer view (``matrix="delta"`` rows), after the weights' table."""
+    import pandas as pd
+
+    wide = res.to_wide(matrix="delta")
+    cols = [c for c in ("layer", "view", "delta_relative_norm", "delta_lambda_max", "delta_stable_rank",
+                        "delta_alpha", "delta_subspace_fraction_before", "status") if c in wide.columns]
+    _out(f"\ndW = W - W_base ({res.attrs.get('base')}):")
+    with pd.option_context("display.max_rows", 200, "display.width", 160, "display.precision", 4):
+        _out(wide[cols].to_string(index=False) if len(wide) else "(no deltas)")
+
+
 MAX_ESD_FIGURES = 24
+FIT_METHODS = {
+    "csn": "Clauset-Shalizi-Newman KS scan with a minimum tail, spectra's default; not WeightWatcher's alpha "
+           "(--fit ww reproduces WeightWatcher 0.7.7)",
+    "ww": "WeightWatcher 0.7.7's fit, reproduced exactly",
+    "hill": "Hill estimator at the median (TempBalance's PL_Alpha_Hill)",
+}
+
+
+def fit_header(fit: Any) -> str:
+    """The line that names the fit method above a table of alphas, so no alpha is taken for another method's."""
+    return f"alpha: fit={fit} ({FIT_METHODS.get(str(fit), 'a custom tail analyzer')})" if fit else "alpha: no fit"
 
 
 def _write_analyze_figures(res: Any, wide: Any, plot_dir: Path) -> list[Path]:
@@ -252,7 +282,13 @@ def _claims_summary(claims: Any) -> str:
     for cid, sub in claims.groupby("claim", sort=False):
         verdicts = sub["verdict"].astype(str)
         evaluated = verdicts[verdicts.isin(["PASS", "FAIL"])]
-        verdict = "not evaluated" if evaluated.empty else ("FAIL" if (evaluated == "FAIL").any() else "PASS")
+        undecided = verdicts[~verdicts.isin(["PASS", "FAIL", "info", "not evaluated"])]
+        if (evaluated == "FAIL").any():
+            verdict = "FAIL"
+        elif len(undecided):  # e.g. "not enough repeats to judge": never shown as PASS
+            verdict = str(undecided.iloc[0])
+        else:
+            verdict = "not evaluated" if evaluated.empty else "PASS"
         line = f"claim {cid:>3}: {verdict}"
         if verdict == "FAIL":
             failed = sub[verdicts == "FAIL"]
@@ -293,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--fit", default="csn", choices=("csn", "ww", "hill"))
     a.add_argument("--layers", help="glob of layer names to analyze")
     a.add_argument("--conv-slices", default="pooled", choices=("pooled", "separate"))
+    a.add_argument("--base", metavar="PATH", help="also analyze dW = W - W_base against this base checkpoint "
+                   "(or module:callable): rows with matrix=delta")
     a.add_argument("--force", action="store_true", help="overwrite --out and the --plot figures")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=_cmd_analyze)

@@ -23,8 +23,10 @@ class VectorsAnalyzer(Analyzer):
 
     Emits ``participation_ratio`` and ``localization_ratio`` for each matrix in ``matrices`` the snapshot
     holds. With ``matrices=("weight", "update")`` in a monitor, the update ΔW_t gets ``matrix="update"`` rows
-    (from step 1 on: like every analyzer that reads updates, it does not run at step 0, nor offline). Vectors
-    of a zero singular value (rank below k) are not unique: their rows are ``skipped``.
+    from step 1 on, and the weight rows come at every due step, step 0 included: the update (and ``grad``)
+    is an optional need (:attr:`~spectra.analyzers.base.Analyzer.optional_needs`), so the analyzer runs on
+    the weights alone at step 0 and offline. Without ``"weight"`` in ``matrices`` the update stays required.
+    Vectors of a zero singular value (rank below k) are not unique: their rows are ``skipped``.
 
     Args:
         k: number of top singular vectors (clamped to min(N, M); the message says so).
@@ -46,6 +48,8 @@ class VectorsAnalyzer(Analyzer):
         self.k, self.side = int(k), side
         self.matrices = check_matrices(matrices, "vectors")
         self.needs = frozenset(self.matrices) | {"weight"}
+        # with weight rows to give, the other matrices are optional (weight rows at step 0 and offline)
+        self.optional_needs = self.needs - {"weight"} if "weight" in self.matrices else frozenset()
 
     def config(self) -> dict[str, Any]:
         return {"k": self.k, "side": self.side, "matrices": list(self.matrices)}

@@ -24,6 +24,27 @@ Built-in views (view names in quotes):
 * Any other parameter with at least two dimensions of size > 1: size-1 dimensions are squeezed out; a 2-D
   result is ``"W"``, a ≥ 3-D one is reshaped to (dim0, prod(rest)).
 
+Per-head attention views (``attention_heads=True``; off by default) replace the views of attention
+projections with one view per head, named ``"q.h0"``, ``"q.h1"``, …, ``"k.h{i}"``, ``"v.h{i}"`` and
+``"out.h{i}"``:
+
+* ``nn.MultiheadAttention``: ``in_proj_weight`` → q, k, v heads (head i of q is rows [i·d, (i+1)·d) of the q
+  block, d = embed_dim / num_heads); ``q_proj_weight``/``k_proj_weight``/``v_proj_weight`` (kdim/vdim) → the
+  heads of each; ``out_proj`` → ``"out.h{i}"``, the input columns [i·d, (i+1)·d) (the columns that read head
+  i's output).
+* Transformer-style modules, where the number of heads can be read from the projection's module or its
+  parent (attributes :data:`HEAD_ATTRS`, or those names on its ``config``; key/value heads from
+  :data:`KV_HEAD_ATTRS` for grouped-query attention; ``head_dim`` when present): projections named as in
+  :data:`HEAD_ROLES` (``q_proj``/``k_proj``/``v_proj``/``o_proj``, BERT's ``query``/``key``/``value``, T5's
+  ``q``/``k``/``v``/``o``, GPT-2's fused ``c_attn`` (split [q; k; v]) and ``c_proj``, timm's ``qkv``/``proj``,
+  ...) under a parent that also holds q and k projections (or a fused one). Output projections elsewhere
+  (BERT's ``SelfOutput.dense``) and fused layouts interleaved per head (GPT-NeoX's ``query_key_value``) keep
+  their views.
+
+When the number of heads cannot be determined (no such attribute, a state_dict, shapes that do not divide)
+the layer keeps the views above, and nothing else is emitted or noted. Per-head views need the modules'
+parents: drivers bind the model to the rules (:meth:`BuiltinLayerRules.bind_model`) before discovery.
+
 Included: parameters with at least two dimensions of size > 1 (:func:`skip_reason_for` gives the reason for
 the others: 1-D biases and norms, and shapes such as a (1, 1, E) ``bias_k``).
 
@@ -68,6 +89,21 @@ REASON_1D = "1-D parameter (bias/norm)"
 _RNN_WEIGHT = re.compile(r"^weight_(ih|hh)_l\d+(_reverse)?$")
 _CELL_WEIGHT = re.compile(r"^weight_(ih|hh)$")
 _SEPARATE_PROJ = ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+#: attributes holding the number of (query) heads, read on a projection's module, its parent, or their config
+HEAD_ATTRS = ("num_heads", "n_head", "n_heads", "num_attention_heads")
+#: attributes holding the number of key/value heads (grouped-query attention); default: the query heads
+KV_HEAD_ATTRS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
+#: module names of attention projections, by role (``qkv``: fused, rows [q; k; v])
+HEAD_ROLES = {
+    "q": ("q_proj", "q", "query", "q_lin", "wq", "to_q"),
+    "k": ("k_proj", "k", "key", "k_lin", "wk", "to_k"),
+    "v": ("v_proj", "v", "value", "v_lin", "wv", "to_v"),
+    "out": ("out_proj", "o_proj", "o", "out_lin", "wo", "c_proj", "proj", "dense"),
+    "qkv": ("c_attn", "qkv", "qkv_proj", "Wqkv"),
+}
+_PARAM_ROLES = {"in_proj_weight": "qkv", "q_proj_weight": "q", "k_proj_weight": "k", "v_proj_weight": "v"}
+_ROLE_OF = {n: role for role, names in HEAD_ROLES.items() for n in names}
 
 
 def _local_name(name: str) -> str:
@@ -140,6 +176,55 @@ def _generic_views(t: Any) -> list[MatrixView] | None:
     return [MatrixView("W", s.reshape(s.shape[0], -1))]
 
 
+def _positive_int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def _read(obj: Any, names: Sequence[str]) -> int | None:
+    """The first positive int among ``obj.<name>`` and ``obj.config.<name>``."""
+    if obj is None:
+        return None
+    for holder in (obj, getattr(obj, "config", None)):
+        for n in names:
+            v = _positive_int(getattr(holder, n, None)) if holder is not None else None
+            if v is not None:
+                return v
+    return None
+
+
+def _is_attention(obj: Any) -> bool:
+    """``nn.MultiheadAttention``, or a module with q and k projections (or a fused one) as children."""
+    if isinstance(obj, nn.MultiheadAttention):
+        return True
+    roles = {_ROLE_OF.get(n) for n, _ in obj.named_children()} if isinstance(obj, nn.Module) else set()
+    return "qkv" in roles or {"q", "k"} <= roles
+
+
+def _head_split(t: Any, prefix: str, heads: int, dim: int | None, *, cols: bool = False) -> list[MatrixView] | None:
+    """``heads`` equal blocks of rows (or columns) named ``prefix.h{i}``; ``None`` when they do not fit."""
+    size = t.shape[1] if cols else t.shape[0]
+    if size % heads or (dim is not None and size != heads * dim):
+        return None
+    d = size // heads
+    return [MatrixView(f"{prefix}.h{i}", t[:, i * d:(i + 1) * d] if cols else t[i * d:(i + 1) * d])
+            for i in range(heads)]
+
+
+def _fused_heads(t: Any, heads: int, kv: int, dim: int | None) -> list[MatrixView] | None:
+    """Rows [q; k; v] of a fused projection, each split into its heads (``kv`` key/value heads)."""
+    rows = t.shape[0]
+    if dim is None:
+        if rows % (heads + 2 * kv):
+            return None
+        dim = rows // (heads + 2 * kv)
+    if rows != (heads + 2 * kv) * dim:
+        return None
+    q, k = heads * dim, (heads + kv) * dim
+    parts = [_head_split(t[:q], "q", heads, dim), _head_split(t[q:k], "k", kv, dim),
+             _head_split(t[k:], "v", kv, dim)]
+    return None if any(p is None for p in parts) else [v for p in parts for v in p]  # type: ignore[union-attr]
+
+
 def skip_reason_for(param: Any) -> str | None:
     """The built-in include rule as a reason.
 
@@ -164,18 +249,46 @@ class BuiltinLayerRules:
         conv_slices: ``"pooled"`` (default, like WeightWatcher: one view ``"W"`` holding the stack of kernel
             slices, eigenvalues pooled and scaled by 1/2) or ``"separate"`` (one view per kernel position,
             eigenvalues scaled by rf/2).
+        attention_heads: split attention projections into one view per head (``"q.h0"``, ..., ``"out.h0"``,
+            ...) where the number of heads can be read (see the module docstring); default ``False``.
 
     Raises:
         ValueError: ``conv_slices`` is not one of :data:`CONV_SLICE_MODES`.
+        TypeError: ``attention_heads`` is not a bool.
     """
 
-    def __init__(self, *, conv_slices: str = "pooled") -> None:
+    def __init__(self, *, conv_slices: str = "pooled", attention_heads: bool = False) -> None:
         if conv_slices not in CONV_SLICE_MODES:
             raise ValueError(f"unknown conv_slices {conv_slices!r}; allowed: {', '.join(CONV_SLICE_MODES)}")
+        if not isinstance(attention_heads, bool):
+            raise TypeError(f"attention_heads must be True or False, got {type(attention_heads).__name__} "
+                            f"{attention_heads!r}")
         self.conv_slices = conv_slices
+        self.attention_heads = attention_heads
+        self._parents: dict[int, tuple[Any, Any]] = {}
 
     def __repr__(self) -> str:
-        return f"BuiltinLayerRules(conv_slices={self.conv_slices!r})"
+        heads = ", attention_heads=True" if self.attention_heads else ""
+        return f"BuiltinLayerRules(conv_slices={self.conv_slices!r}{heads})"
+
+    def bind_model(self, model: Any) -> None:
+        """Remember each module's parent in ``model`` (weakly), for the per-head views of child projections.
+
+        Args:
+            model: the ``nn.Module`` about to be discovered (anything else clears the map).
+        """
+        import weakref
+
+        parents: dict[int, tuple[Any, Any]] = {}
+        if isinstance(model, nn.Module):
+            for parent in model.modules():
+                for child in parent.children():
+                    parents.setdefault(id(child), (weakref.ref(child), weakref.ref(parent)))
+        self._parents = parents
+
+    def _parent(self, module: Any) -> Any:
+        refs = self._parents.get(id(module))
+        return refs[1]() if refs is not None and refs[0]() is module else None
 
     @hookimpl(trylast=True)
     def spectra_include_param(self, name: str, param: Any, module: Any) -> bool | None:
@@ -188,7 +301,9 @@ class BuiltinLayerRules:
         local = _local_name(name)
         t = param
         if module is not None:
-            views = self._module_views(local, t, module)
+            views = self._head_views(name, local, t, module) if self.attention_heads else None
+            if views is None:
+                views = self._module_views(local, t, module)
             if views is not None:
                 return views
         else:
@@ -197,6 +312,37 @@ class BuiltinLayerRules:
             if local == "weight" and 3 <= t.dim() <= 5:
                 return _conv_views(t, self.conv_slices)
         return _generic_views(t)
+
+    def _head_views(self, name: str, local: str, t: Any, module: Any) -> list[MatrixView] | None:
+        """Per-head views of an attention projection, or ``None`` (not one, or its heads are unknown)."""
+        if t.dim() != 2:
+            return None
+        role = _PARAM_ROLES.get(local)
+        if role is not None:  # MultiheadAttention-style: the projection is a parameter of the attention module
+            owners = (module,)
+        elif local == "weight":
+            role = _ROLE_OF.get(_local_name(name[: -len(".weight")]) if name.endswith(".weight") else "")
+            parent = self._parent(module)
+            if role is None or not (_is_attention(parent) or role == "qkv"):
+                return None
+            owners = (module, parent)
+        else:
+            return None
+        heads = next((h for h in (_read(o, HEAD_ATTRS) for o in owners) if h is not None), None)
+        if heads is None:
+            return None
+        kv = next((h for h in (_read(o, KV_HEAD_ATTRS) for o in owners) if h is not None), None)
+        dim = next((h for h in (_read(o, ("head_dim",)) for o in owners) if h is not None), None)
+        m = t.T if type(module).__name__ == "Conv1D" else t  # GPT-2's Conv1D stores (in, out)
+        if role == "qkv":
+            return _fused_heads(m, heads, kv or heads, dim)
+        if role == "out":
+            return _head_split(m, "out", heads, dim, cols=True)
+        if role == "q":
+            return _head_split(m, "q", heads, dim)
+        if kv is None and dim is not None and m.shape[0] % dim == 0:
+            kv = m.shape[0] // dim
+        return _head_split(m, role, kv or heads, dim)
 
     def _module_views(self, local: str, t: Any, module: Any) -> list[MatrixView] | None:
         if isinstance(module, nn.MultiheadAttention):

@@ -26,10 +26,11 @@ Copies = dict[int, dict[str, Any]]
 
 
 def needs_of(analyzers: Iterable[Any]) -> frozenset[str]:
-    """The matrix kinds the given analyzers declared they need (``weight``, ``update``, ``grad``)."""
+    """The matrix kinds the given analyzers declared they read (``weight``, ``update``, ``grad``): their
+    ``needs`` and their ``optional_needs``, since an optional need is still copied on a due step."""
     out: set[str] = set()
     for a in analyzers:
-        out |= set(a.needs)
+        out |= set(a.needs) | set(getattr(a, "optional_needs", ()))
     return frozenset(out)
 
 
@@ -79,10 +80,16 @@ def layer_states(
 ) -> list[LayerState]:
     """The snapshots of one entry after the step: W_t from the live parameter, ΔW_t and G_{t−1} from ``item``.
 
+    ``item`` holds the copies taken before the step: ``"previous"`` (W_{t−1}; the update is W_t − W_{t−1}) and
+    ``"grad"``. A delta analysis (``spectra.analyze(..., base=)``) also passes ``"weight"`` (W_t, e.g. a
+    LoRA layer's merged weight, instead of the live parameter) and ``"update"`` (ΔW exactly, e.g. B·A,
+    instead of the difference), both of the parameter's shape.
+
     Raises:
         ValueError: the parameter changed shape since its copy was taken.
     """
-    p = entry.param.detach()
+    p = item.get("weight")
+    p = entry.param.detach() if p is None else p
     weight_views = entry.views(p)
     per_kind: dict[str, list[Any]] = {}
     prev = item.get("previous")
@@ -92,7 +99,8 @@ def layer_states(
                 f"parameter {entry.param_name!r} changed shape from {tuple(prev.shape)} to {tuple(p.shape)}"
             )
         per_kind["previous"] = entry.views(prev)
-        per_kind["update"] = entry.views(p.to(dtype=prev.dtype) - prev)
+        update = item.get("update")
+        per_kind["update"] = entry.views(p.to(dtype=prev.dtype) - prev if update is None else update)
     g = item.get("grad")
     if g is not None and tuple(g.shape) == tuple(p.shape):
         per_kind["grad"] = entry.views(g)

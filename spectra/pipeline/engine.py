@@ -141,9 +141,16 @@ def _check_measurement(m: Any, analyzer: Analyzer) -> Measurement:
 
 
 def runtime_needs(an: Analyzer) -> frozenset[str]:
-    """What must be present for the analyzer to run. ``grad`` is optional (frozen or grad-free steps still
-    have an update); ``weight`` and ``update`` are required when declared."""
+    """What must be present for the analyzer to run: its ``needs`` less its ``optional_needs`` and ``grad``.
+
+    ``grad`` is always optional (frozen or gradient-free steps still have an update). An analyzer that can do
+    without an update declares it in ``optional_needs`` (e.g. ``vectors`` with ``matrices=("weight",
+    "update")``): it then runs at step 0 and offline on the weights alone, while the drivers still copy
+    W_{t−1} for it on due steps (:func:`~spectra.pipeline.capture.needs_of`). Everything else in ``needs``
+    (``weight``, ``update``) is required.
+    """
     needs = set(getattr(an, "needs", {"weight"}))
+    needs -= set(getattr(an, "optional_needs", ()))
     needs.discard("grad")  # gradient-based metrics are emitted only when a gradient exists
     return frozenset(needs)
 
@@ -159,7 +166,8 @@ def run_analyzers(
 ) -> list[Record]:
     """Run each analyzer on each snapshot; return the records.
 
-    An analyzer whose needs the snapshot cannot meet (no update at step 0) is silently not run. Any exception
+    An analyzer whose required needs (:func:`runtime_needs`) the snapshot cannot meet (no update at step 0) is
+    silently not run. Any exception
     from an analyzer becomes one ``failed`` row, a call of the ``spectra_analyzer_error`` hook, and goes
     through ``policy`` (keyed by analyzer, layer and view).
     """

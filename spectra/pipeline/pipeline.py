@@ -7,6 +7,9 @@ policy, the sinks and, under ``torch.distributed``, the shard plan. A driver onl
 
     local share → snapshots → analyzers → records → sinks → gather (distributed only)
 
+With ``base=`` (offline only) the snapshots compare each layer with the base model's (W_{t−1} = W_base), and
+the rows about ΔW = W − W_base are labelled ``matrix="delta"`` (:mod:`spectra.pipeline.deltas`).
+
 ``SpectraMonitor`` calls it from its optimizer post-step hook, ``spectra.analyze`` once at step 0, and a
 framework callback from wherever its framework says a step ended. Single-process runs never import the
 distributed module.
@@ -26,6 +29,7 @@ from ..snapshot import LayerState
 from ..table.schema import Record
 from ..threads import limit_blas_threads
 from .capture import Copies, layer_states
+from .deltas import DELTA, BaseMissing, BaseWeights, analyze_with_base, skipped_record
 from .engine import ErrorPolicy, resolve_analyzers, run_analyzers
 from .settings import Settings
 
@@ -65,10 +69,15 @@ class Pipeline:
             from .distributed import make_plan
 
             self.plan = make_plan(settings.distributed)  # None when "auto" finds no multi-rank group
+        self.deltas: BaseWeights | None = None
+        if settings.base is not None:
+            self.deltas = BaseWeights(settings.base, target)  # loads the base now: a bad one fails before any work
         self.entries: list[Any] = []
         self.layer_rows: list[dict[str, Any]] = []
         self.discover()
         self.attrs = settings.conventions(self.analyzers, source=source)
+        if self.deltas is not None:
+            self.attrs.update(self.deltas.attrs())
         self.sinks: list[Any] = []
         self.stream: StreamingSink | None = None
         if settings.log_dir is not None:
@@ -85,6 +94,9 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------ layers
     def _discover_all(self) -> list[Any]:
+        rules = self.pm.get_plugin("spectra.layers")
+        if hasattr(rules, "bind_model") and getattr(rules, "attention_heads", False):
+            rules.bind_model(self.target)  # per-head views need each module's parent (its number of heads)
         return discover_layers(self.target, hook=self.pm.hook, select=self.settings.layers)
 
     def discover(self) -> None:
@@ -213,20 +225,46 @@ class Pipeline:
                             esd_method=self.settings.esd_method)
 
     def _analyze_entry(self, entry: Any, step: int, due: Sequence[Any], item: Any) -> list[Record]:
+        base_rows: list[Record] = []
+        if self.deltas is not None:
+            item, base_rows = self._pair_with_base(entry, step, item)
         try:
             states = self.states(entry, step, item)
         except Exception as exc:
             msg = f"{type(exc).__name__}: {exc}"
             self.policy.handle(exc, key=("capture", entry.layer),
                                message=f"spectra: layer {entry.layer!r} at step {step}: {msg}")
-            return [Record.failed(run=self.settings.run, step=step, layer=entry.layer, view="", analyzer="capture",
-                                  message=msg, tags=self.settings.tags)]
-        try:
-            return run_analyzers(states, due, run=self.settings.run, policy=self.policy, hook=self.pm.hook,
+            return base_rows + [Record.failed(run=self.settings.run, step=step, layer=entry.layer, view="",
+                                              analyzer="capture", message=msg, tags=self.settings.tags)]
+
+        def run(sts: Sequence[LayerState], analyzers: Sequence[Any]) -> list[Record]:
+            return run_analyzers(sts, analyzers, run=self.settings.run, policy=self.policy, hook=self.pm.hook,
                                  tags=self.settings.tags)
+
+        try:
+            if self.deltas is not None:
+                return analyze_with_base(states, due, run) + base_rows
+            return run(states, due)
         finally:
             for st in states:
                 st.release()
+
+    def _pair_with_base(self, entry: Any, step: int, item: Any) -> tuple[Any, list[Record]]:
+        """The entry's copies with W_base added, or the ``skipped``/``failed`` delta row that says why not."""
+        if self.deltas is None:
+            return item, []
+        tags = self.settings.tags
+        try:
+            return {**item, **self.deltas.item(entry)}, []
+        except BaseMissing as why:
+            return item, [skipped_record(run=self.settings.run, step=step, layer=entry.layer, message=str(why),
+                                         tags=tags)]
+        except Exception as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+            self.policy.handle(exc, key=("base", entry.layer),
+                               message=f"spectra: layer {entry.layer!r} cannot be compared with the base: {msg}")
+            return item, [Record.failed(run=self.settings.run, step=step, layer=entry.layer, view="",
+                                        analyzer="base", message=msg, tags=tags, matrix=DELTA)]
 
     # ------------------------------------------------------------------------------------------ sinks, hooks
     def emit(self, records: Sequence[Record], step: int) -> BaseException | None:
@@ -267,6 +305,7 @@ class Pipeline:
         """Drop the references to the target and its parameters (the driver is done with them for good)."""
         self.target = None
         self.entries = []
+        self.deltas = None
         self.close()
 
     def close(self) -> None:

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .deltas import check_base, describe_base
 from .engine import ON_ERROR, ErrorPolicy
 
-__all__ = ["Settings", "DRIVER_DEFAULTS", "ON_ERROR", "SHORTCUTS"]
+__all__ = ["Settings", "DRIVER_DEFAULTS", "DELTA_ANALYZERS", "ON_ERROR", "SHORTCUTS"]
 
 
 # options whose defaults differ between drivers; everything else takes the field's default
@@ -42,6 +43,10 @@ SHORTCUTS = {
 }
 # options only a training driver can use
 _TRAINING_ONLY = ("every", "schedule")
+# options only the offline driver can use
+_OFFLINE_ONLY = ("base",)
+# analyze's analyzers when a base is given (and analyzers= is not): the deltas' ESD, tail and alignment
+DELTA_ANALYZERS = ("esd", "tail", "alignment")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -86,6 +91,9 @@ class Settings:
             :class:`~spectra.pipeline.distributed.DistributedConfig`.
         blas_threads: BLAS/LAPACK threads for the analysis (``None``: leave the process's setting alone).
         progress: show a progress bar over layers (``None``: on a terminal when there are many).
+        base: offline only (``spectra.analyze``): a model, state_dict or checkpoint path to compare with. Every
+            layer then also gets rows about ΔW = W − W_base (``matrix="delta"``; LoRA adapters merged, their
+            ΔW taken as scaling·B·A); see :mod:`spectra.pipeline.deltas`.
     """
 
     analyzers: tuple[Any, ...] = ("esd", "tail")
@@ -105,6 +113,7 @@ class Settings:
     distributed: Any = None
     blas_threads: int | None = None
     progress: bool | None = False
+    base: Any = None
 
     # ------------------------------------------------------------------------------------------ building
     @classmethod
@@ -113,12 +122,14 @@ class Settings:
         return [f.name for f in dataclasses.fields(cls)] + list(SHORTCUTS)
 
     @classmethod
-    def build(cls, driver: str, base: "Settings | None" = None, /, **options: Any) -> "Settings":
+    def build(cls, driver: str, start: "Settings | None" = None, /, **options: Any) -> "Settings":
         """The settings of one driver from its keyword options.
 
         Args:
-            driver: ``"monitor"`` (a training driver: schedules allowed) or ``"analyze"`` (offline, step 0).
-            base: settings to start from (``options`` override them); ``None`` starts from the driver's defaults.
+            driver: ``"monitor"`` (a training driver: schedules allowed) or ``"analyze"`` (offline, step 0;
+                ``base=`` allowed, and then the default analyzers are :data:`DELTA_ANALYZERS`).
+            start: settings to start from (``options`` override them); ``None`` starts from the driver's
+                defaults.
             **options: any field of :class:`Settings`, or a shortcut: ``fit=`` (the ``tail`` analyzer's
                 method), ``conv_slices=`` (a layer-rules option), ``every=`` (``schedule=every(n)``).
 
@@ -143,14 +154,24 @@ class Settings:
             if given:
                 raise TypeError(f"{', '.join(given)}: only a training driver (SpectraMonitor) has a schedule")
         values: dict[str, Any]
-        if base is not None:  # field by field (asdict would deep-copy the user's analyzers and plugins)
-            values = {f.name: getattr(base, f.name) for f in dataclasses.fields(cls)}
+        if start is not None:  # field by field (asdict would deep-copy the user's analyzers and plugins)
+            values = {f.name: getattr(start, f.name) for f in dataclasses.fields(cls)}
         else:
             values = {k: v for k, v in DRIVER_DEFAULTS[driver].items() if k not in SHORTCUTS}
         fit = options.pop("fit", None)
         conv_slices = options.pop("conv_slices", None)
         every = options.pop("every", None)
         values.update(options)
+        if driver != "analyze":
+            given = [k for k in _OFFLINE_ONLY if values.get(k) is not None]
+            if given:
+                raise TypeError(
+                    f"{', '.join(given)}: only spectra.analyze compares a model with a base model (a training "
+                    "driver's updates are dW_t = W_t - W_{t-1}); call spectra.analyze(model, base=...) instead"
+                )
+        elif values.get("base") is not None and "analyzers" not in options and (
+                tuple(values.get("analyzers", ())) == DRIVER_DEFAULTS["analyze"]["analyzers"]):
+            values["analyzers"] = DELTA_ANALYZERS
         if every is not None and options.get("schedule") is not None:
             raise ValueError("pass either every= or schedule=, not both")
         if driver == "monitor" and values.get("schedule") is None:
@@ -216,6 +237,8 @@ class Settings:
             raise ValueError(f"blas_threads must be a positive integer or None, got {self.blas_threads!r}")
         if self.progress not in (None, True, False):
             raise TypeError(f"progress must be True, False or None, got {self.progress!r}")
+        if self.base is not None:
+            check_base(self.base)  # raises TypeError naming the value and the allowed kinds
 
     # ------------------------------------------------------------------------------------------ what follows
     def conventions(self, analyzers: Sequence[Any], *, source: str) -> dict[str, Any]:
@@ -236,6 +259,8 @@ class Settings:
             "source": source,
             "run": self.run,
         }
+        if self.base is not None:
+            out["base"] = describe_base(self.base)
         if self.schedule is not None:
             out["step_semantics"] = "row at step t: W_t, dW_t = W_t - W_{t-1}, G_{t-1}"
         return out
@@ -252,10 +277,11 @@ class Settings:
         """
         from ..version import __version__
 
+        extra = {} if self.base is None else {"base": describe_base(self.base)}
         return settings_fingerprint(
             analyzers=analyzers, entries=entries, schedule=self.schedule, mode=mode, spectra_version=__version__,
             normalize=self.normalize, esd_method=self.esd_method, layer_rules=dict(self.layer_rules),
-            on_error=self.on_error, run=self.run, tags=dict(self.tags), step=step,
+            on_error=self.on_error, run=self.run, tags=dict(self.tags), step=step, **extra,
         )
 
 

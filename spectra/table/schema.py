@@ -2,7 +2,7 @@
 
 One row is one observation: the value of one metric of one matrix of one layer view at one step. The columns
 are ``run, step, layer, view, matrix, analyzer, metric, index, value, status, message`` plus any user tags.
-``matrix`` is ``weight | update | grad``; ``index`` is the rank k (or an encoded pair) of a vector-valued metric
+``matrix`` is ``weight | update | grad`` (``delta`` for W − W_base when ``analyze`` is given a base); ``index`` is the rank k (or an encoded pair) of a vector-valued metric
 and ``<NA>`` for scalars; ``status`` is ``ok | warn | failed | skipped``. See docs/design.md, "The tidy table".
 
 This module is the bottom of the table package: :mod:`spectra.table.storage` and :mod:`spectra.table.results`
@@ -37,7 +37,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 COLUMNS = ("run", "step", "layer", "view", "matrix", "analyzer", "metric", "index", "value", "status", "message")
 STATUSES = ("ok", "warn", "failed", "skipped")
-MATRICES = ("weight", "update", "grad")
+MATRICES = ("weight", "update", "grad", "delta")
 LAYER_COLUMNS = ("layer", "view", "module_type", "N", "M", "Q", "num_matrices", "dtype", "skip_reason")
 
 _STRING_COLUMNS = ("run", "layer", "view", "matrix", "analyzer", "metric", "status", "message")
