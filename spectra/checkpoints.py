@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .checkpoint_guard import DEFAULT_LIMITS, Limits, check_checkpoint_file, check_zip_expansion
+
 __all__ = [
     "load_state_dict", "load_model_dir", "extract_state_dict", "natural_key", "strip_compile_prefixes",
     "CHECKPOINT_SUFFIXES", "HF_WEIGHT_FILES", "UnsafeCheckpointError",
@@ -73,14 +75,24 @@ def strip_compile_prefixes(sd: Mapping[str, Any], *, source: str = "the state_di
     return out
 
 
-def _flatten(obj: Mapping, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _flatten(obj: Mapping, prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Nested mappings of tensors as one ``{dotted.name: tensor}`` dict.
+
+    Two different keys can flatten to one name (``{"0.weight": a, "0": {"weight": b}}``); both are kept: the
+    later one is named with its path in brackets (``"0[weight]"``), so no tensor is dropped or taken for another.
+    """
+    out = {} if out is None else out
     for k, v in obj.items():
         name = f"{prefix}{k}"
         if _is_tensor(v):
+            if name in out:
+                head, _, last = name.rpartition(".")
+                name = f"{head}[{last}]" if head else f"[{last}]"
+                while name in out:
+                    name += "'"
             out[name] = v
         elif isinstance(v, Mapping):
-            out.update(_flatten(v, name + "."))
+            _flatten(v, name + ".", out)
     return out
 
 
@@ -109,6 +121,7 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         from safetensors import safe_open
     except ImportError as exc:  # pragma: no cover - optional dependency
         raise ImportError("reading .safetensors needs the safetensors package: pip install safetensors") from exc
+    check_checkpoint_file(path, kind="safetensors")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: f.get_tensor(k) for k in sorted(f.keys(), key=natural_key)}
@@ -116,18 +129,20 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read safetensors file {path}: {exc}") from exc
 
 
-def _read_torch(path: Path) -> Any:
-    """``torch.load`` with ``weights_only=True``, memory-mapped when the file's format allows it."""
+def _read_torch(path: Path, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """``torch.load`` with ``weights_only=True``, memory-mapped when the file's format allows it, after checking
+    that the file is a torch checkpoint at all and within ``limits`` (see :mod:`spectra.checkpoint_guard`)."""
     import pickle
 
     import torch
 
+    check_checkpoint_file(path, kind="torch")
+    check_zip_expansion(path, limits)
+
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:  # a legacy (non-zip) file cannot be memory-mapped: read it instead
-            if "mmap" not in str(exc).lower() and "zip" not in str(exc).lower():
-                raise
+        except RuntimeError:  # legacy (non-zip) files and compressed entries cannot be memory-mapped: read them
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
@@ -204,16 +219,19 @@ def load_model_dir(path: str | os.PathLike) -> dict[str, Any]:
     return strip_compile_prefixes(out, source=str(path))
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+def load_state_dict(path: str | os.PathLike, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Load tensors from a checkpoint file or a Hugging Face model directory onto the CPU (memory-mapped).
 
     Args:
         path: a ``.pt/.pth/.bin/.ckpt`` file (weights only), a ``.safetensors`` file, or a model directory.
+        limits: resource limits for torch zip checkpoints (:class:`spectra.checkpoint_guard.Limits`).
 
     Raises:
         FileNotFoundError: the path does not exist (or an index names a missing shard).
         UnsafeCheckpointError: the pickle would need to run code (custom classes or functions) to load.
-        ValueError: the file is corrupt, of an unsupported type, or holds no tensors (the message names it).
+        ValueError: the file is corrupt, of an unsupported type, not a regular file, not a checkpoint at all
+            (the message says what it is: a Git LFS pointer, an HTML page, ...), over ``limits``, or holds no
+            tensors.
     """
     path = Path(path)
     if not path.exists():
@@ -229,4 +247,4 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         if not sd:
             raise ValueError(f"{path} contains no tensors")
         return strip_compile_prefixes(sd, source=str(path))
-    return extract_state_dict(_read_torch(path), source=str(path))
+    return extract_state_dict(_read_torch(path, limits), source=str(path))

@@ -165,7 +165,20 @@ def _hard_skip_reason(t: Any) -> str | None:
         return f"non-float dtype {_dtype_str(t)}"
     if t.numel() == 0:
         return f"empty tensor (shape {tuple(t.shape)})"
+    held = _storage_elements(t)
+    if held is not None and t.numel() > held:
+        return (f"expanded tensor: {t.numel()} elements viewed over a storage of {held} (stride 0, e.g. "
+                "torch.expand); not a weight matrix, and analysing it densely would cost "
+                f"{t.numel() * 8} bytes")
     return None
+
+
+def _storage_elements(t: Any) -> int | None:
+    """How many elements the tensor's storage holds (None when it cannot be told, e.g. a tensor subclass)."""
+    try:
+        return t.untyped_storage().nbytes() // max(t.element_size(), 1)
+    except Exception:
+        return None
 
 
 def _storage_key(t: Any) -> tuple | None:
