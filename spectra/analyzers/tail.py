@@ -106,7 +106,13 @@ class TailAnalyzer(Analyzer):
             kwargs["min_tail"] = self.min_tail
         if self.method == "hill":
             kwargs["xmin_pos"] = self.xmin_pos
-        fit = fit_power_law(lam, method=self.method, **kwargs)
+        guards = _precision_guards(layer, lam)
+        if getattr(layer, "normalize", False) and "threshold" not in kwargs and self.method != "hill":
+            # the default threshold is in unnormalised units: scale it with the eigenvalues (alpha is unchanged)
+            from ..functional.powerlaw import WW_EVALS_THRESH
+
+            kwargs["threshold"] = WW_EVALS_THRESH / max(layer.shape("weight"))
+        fit = fit_power_law(lam, method=self.method, **kwargs, **guards)
         status, message = fit.status, fit.message
         usable = status in ("ok", "warn") and fit.alpha is not None and math.isfinite(fit.alpha)
         for f in _FIT_FIELDS:
@@ -119,10 +125,14 @@ class TailAnalyzer(Analyzer):
             yield Measurement("alpha_weighted", fit.alpha * math.log10(lmax), status=status, message=message)
             with np.errstate(over="ignore"):
                 s = float(np.sum(np.clip(lam, 0, None) ** fit.alpha))
-            yield Measurement("log_alpha_norm", math.log10(s) if s > 0 else -math.inf, status=status,
-                              message=message)
+            if math.isfinite(s) and s > 0:
+                yield Measurement("log_alpha_norm", math.log10(s), status=status, message=message)
+            else:
+                yield Measurement("log_alpha_norm", math.nan, status="warn",
+                                  message=f"sum of lambda^alpha {'overflows float64' if s > 0 else 'is zero'} "
+                                          f"(alpha={fit.alpha:.3g}, lambda_max={lmax:.3g})")
         if self.hill and self.method != "hill":
-            h = fit_power_law(lam, method="hill", xmin_pos=self.xmin_pos)
+            h = fit_power_law(lam, method="hill", xmin_pos=self.xmin_pos, **guards)
             ok = h.status in ("ok", "warn")
             yield Measurement("alpha_hill", float(h.alpha) if ok else math.nan, status=h.status, message=h.message)
         if self.compare:
@@ -161,6 +171,18 @@ class TailAnalyzer(Analyzer):
         if res.status in ("ok", "warn") and res.pvalue < 0.1:
             msg = "; ".join(filter(None, [msg, f"p={res.pvalue:.3g} < 0.1: the power law is rejected (CSN 2009)"]))
         return Measurement("pl_pvalue", float(res.pvalue), status=res.status, message=msg)
+
+
+def _precision_guards(layer: Any, lam: np.ndarray) -> dict[str, float]:
+    """The fit's precondition checks for this view: the weights' rounding resolution and noise floor."""
+    from ..functional.norms import RESOLUTION_ULPS, dtype_eps, noise_floor
+
+    t = layer.tensors.get("weight") if hasattr(layer, "tensors") else None
+    eps = dtype_eps(getattr(t, "dtype", np.float64))
+    if lam.size == 0 or not np.isfinite(lam).all():
+        return {"resolution": RESOLUTION_ULPS * eps}
+    N, M = layer.shape("weight")
+    return {"resolution": RESOLUTION_ULPS * eps, "noise_floor": noise_floor(float(lam.max()), N, M, eps)}
 
 
 class TailPlugin:

@@ -96,3 +96,28 @@ def norm_metrics(evals: Any, *, N: int | None = None, alpha: float | None = None
             out["alpha_weighted"] = float(alpha * np.log10(lmax))
             out["log_alpha_norm"] = float(np.log10(np.sum(lam**alpha)))
     return out
+
+
+#: a tail whose eigenvalues differ by less than this many ulps of the weights' dtype is rounding noise
+RESOLUTION_ULPS = 16
+
+
+def dtype_eps(dtype: Any) -> float:
+    """Machine epsilon of a torch or numpy floating dtype (float64's for anything else)."""
+    try:
+        import torch
+
+        if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            return float(torch.finfo(dtype).eps)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    try:
+        return float(np.finfo(dtype).eps)
+    except (TypeError, ValueError):
+        return float(np.finfo(np.float64).eps)
+
+
+def noise_floor(lam_max: float, N: int, M: int, eps: float) -> float:
+    """Eigenvalues ``λ = σ²`` at or below ``λ_max·(max(N, M)·eps)²`` are numerically zero (numpy's
+    ``matrix_rank`` rule, ``σ ≤ σ_max·max(N, M)·eps``, squared)."""
+    return float(lam_max) * (max(int(N), int(M)) * float(eps)) ** 2

@@ -424,6 +424,8 @@ def fit_power_law(
     min_tail: int | None = None,
     xmin_pos: float = 2,
     threshold: float | None = None,
+    resolution: float | None = None,
+    noise_floor: float | None = None,
 ) -> TailFit:
     """Fit a continuous power law ``p(λ) ∝ λ^(−α)`` to the upper tail of a spectrum.
 
@@ -445,6 +447,12 @@ def fit_power_law(
         threshold: drop eigenvalues ``≤ threshold`` first. Default: ``1e-5`` (WeightWatcher's
             ``EVALS_THRESH``, in the unnormalised λ = σ² convention) for ``"csn"`` and ``"ww"``; no filtering
             for ``"hill"``.
+        resolution: the eigenvalues' relative precision (e.g. 16·eps of the weights' dtype). A tail whose mean
+            log-ratio ``mean(log(λ/xmin)) = 1/(α−1)`` is below it differs from a constant only by rounding (an
+            orthogonal or scaled-orthogonal matrix): ``status="failed"`` instead of a huge α. Default: none.
+        noise_floor: eigenvalues at or below it are numerically zero (e.g. ``λ_max·(max(N, M)·eps)²``, numpy's
+            ``matrix_rank`` rule); an xmin there means the fit describes rounding noise of a rank-deficient
+            matrix: ``status="failed"``. Default: none.
 
     Returns:
         The :class:`TailFit`.
@@ -452,6 +460,30 @@ def fit_power_law(
     Raises:
         ValueError: ``method`` is not one of :data:`FIT_METHODS`, or ``min_tail``/``xmin_pos`` are out of range.
     """
+    fit = _fit_power_law(evals, method=method, xmin=xmin, min_tail=min_tail, xmin_pos=xmin_pos,
+                         threshold=threshold)
+    return _check_preconditions(fit, resolution, noise_floor)
+
+
+def _check_preconditions(fit: TailFit, resolution: float | None, noise_floor: float | None) -> TailFit:
+    """``fit`` itself, or a failed fit when its tail is rounding noise (see :func:`fit_power_law`)."""
+    if fit.status not in ("ok", "warn") or not math.isfinite(fit.alpha):
+        return fit
+    if noise_floor is not None and fit.xmin <= noise_floor:
+        return _failed(fit.method, "failed", f"xmin={fit.xmin:.3g} is at the numerical noise floor "
+                       f"({noise_floor:.3g}): the matrix is rank-deficient and the tail starts in its rounding "
+                       "noise; alpha undefined", n_total=fit.n_total, threshold=fit.threshold,
+                       min_tail=fit.min_tail)
+    if resolution is not None and fit.alpha > 1 and 1.0 / (fit.alpha - 1) <= resolution:
+        return _failed(fit.method, "failed", f"the {fit.n_tail} tail eigenvalues differ only by rounding "
+                       f"(mean log-ratio {1.0 / (fit.alpha - 1):.2g} <= resolution {resolution:.2g}; an orthogonal "
+                       "or scaled-orthogonal matrix): alpha undefined", n_total=fit.n_total,
+                       threshold=fit.threshold, min_tail=fit.min_tail)
+    return fit
+
+
+def _fit_power_law(evals: Any, *, method: str, xmin: float | None, min_tail: int | None, xmin_pos: float,
+                   threshold: float | None) -> TailFit:
     if method not in FIT_METHODS:
         raise ValueError(f"unknown power-law fit method {method!r}; allowed: {', '.join(FIT_METHODS)}")
     if min_tail is not None and (isinstance(min_tail, bool) or int(min_tail) != min_tail or min_tail < 1):
