@@ -3,19 +3,38 @@
 A :class:`LayerState` holds *copies* (never the live parameters) of one layer view at one step: the weight
 W_t, the previous weight W_{t−1}, the update ΔW_t = W_t − W_{t−1} and the gradient G_{t−1} that produced it,
 each only when some due analyzer asked for it. Decompositions (eigenvalues, top-k or full SVDs) are computed
-at most once per matrix per snapshot, in float64 on CPU (or on the tensor's CUDA device), and shared.
+at most once per matrix per snapshot, in float64 on CPU (eigenvalues of CUDA tensors on their device), and
+shared: each matrix has one :class:`~spectra.functional.decompose.Decomposer`, so one Gram product and one
+tridiagonal reduction serve both ``evals(kind)`` and ``svd(kind, k)``.
+
+**The decomposition plan.** Which route is cheapest depends on everything that will be asked of a matrix
+(e.g. a numerically low-rank update asked only for its top-k triplets takes a QR route that skips the
+reduction; with its eigenvalues asked too, the reduction serves both). Before the analyzers run, the pipeline
+collects their :class:`Request` values into a :class:`DecompositionPlan` and hands it to
+:meth:`LayerState.prefetch`::
+
+    plan = DecompositionPlan.collect(analyzers, state)   # each analyzer's requests(state)
+    state.prefetch(plan)                                  # compute now (or compute=False: lazily)
+    for an in analyzers:
+        an.analyze(state)                                 # evals()/svd() served from the shared work
+
+Numbers do not depend on the plan (only the cost does); an analyzer that declares nothing still gets the
+shared reduction.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from .functional.alignment import SVD_FULL_FRACTION  # re-exported: the truncated/full SVD threshold
 
-__all__ = ["LayerState", "SVD", "MATRIX_KINDS", "SVD_FULL_FRACTION"]
+__all__ = ["LayerState", "SVD", "MATRIX_KINDS", "SVD_FULL_FRACTION", "Request", "DecompositionPlan"]
+
+logger = logging.getLogger(__name__)
 
 MATRIX_KINDS = ("weight", "previous", "update", "grad")
 
@@ -28,6 +47,90 @@ class SVD:
     S: np.ndarray
     Vh: np.ndarray
     full: bool  # True when S holds every singular value
+
+
+@dataclass(frozen=True)
+class Request:
+    """What an analyzer will ask of one matrix kind of a view.
+
+    Attributes:
+        kind: the matrix kind (one of :data:`MATRIX_KINDS`).
+        evals: all eigenvalues (``LayerState.evals(kind)``) will be asked for.
+        k: the number of top singular triplets (``LayerState.svd(kind, k)``): 0 for none, ``None`` for all.
+    """
+
+    kind: str
+    evals: bool = False
+    k: int | None = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in MATRIX_KINDS:
+            raise ValueError(f"unknown matrix kind {self.kind!r}; allowed: {', '.join(MATRIX_KINDS)}")
+        k = self.k
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0):
+            raise ValueError(f"k must be a non-negative integer or None, got {k!r}")
+
+
+class DecompositionPlan:
+    """The merged :class:`Request` values for one view: per kind, eigenvalues or not and the largest k.
+
+    Args:
+        requests: requests to merge (more can be added with :meth:`add`).
+        strict: the accuracy contract of the cheap routes (see
+            :class:`~spectra.functional.decompose.Decomposer`). ``True`` (default): every value reproduces the
+            full SVD's to 1e-10 relative, so singular values between the rank floor and ~1e-5·σ₁ (e.g. the
+            float32 rounding tail of a rank-8 SGD update asked for k = 10) make the full SVD run. ``False``: such
+            values are certified to the SVD's own absolute accuracy (≈ 2·eps·σ₁) instead, and take the QR route.
+    """
+
+    def __init__(self, requests: Iterable[Request] = (), *, strict: bool = True) -> None:
+        self._needs: dict[str, tuple[bool, int | None]] = {}
+        self.strict = bool(strict)
+        for r in requests:
+            self.add(r)
+
+    def add(self, request: Request) -> None:
+        """Merge one request: eigenvalues if anyone asks; k = the largest asked (``None`` wins)."""
+        if not isinstance(request, Request):
+            raise TypeError(f"expected a spectra.snapshot.Request, got {type(request).__name__}")
+        ev, k = self._needs.get(request.kind, (False, 0))
+        rk = request.k
+        merged = None if (k is None or rk is None) else max(k, int(rk))
+        self._needs[request.kind] = (ev or request.evals, merged)
+
+    @classmethod
+    def collect(cls, analyzers: Iterable[Any], layer: "LayerState", *, strict: bool = True) -> "DecompositionPlan":
+        """The plan of every analyzer's ``requests(layer)``; analyzers without the method ask nothing.
+
+        A ``requests`` method that raises is skipped (logged at debug level): the plan only saves work, and
+        the analyzer's own ``analyze`` still runs and reports its errors.
+        """
+        plan = cls(strict=strict)
+        for an in analyzers:
+            fn = getattr(an, "requests", None)
+            if fn is None:
+                continue
+            try:
+                for r in fn(layer) or ():
+                    plan.add(r)
+            except Exception as exc:  # an optimisation hint must not break the step
+                logger.debug("requests() of %r failed: %r", an, exc)
+        return plan
+
+    def needs(self, kind: str) -> tuple[bool, int | None]:
+        """``(evals, k)`` for a kind (``(False, 0)`` when nothing is asked)."""
+        return self._needs.get(kind, (False, 0))
+
+    def items(self) -> Iterator[tuple[str, tuple[bool, int | None]]]:
+        """``(kind, (evals, k))`` pairs, in the order the kinds were first asked for."""
+        return iter(list(self._needs.items()))
+
+    def __bool__(self) -> bool:
+        return any(ev or k != 0 for ev, k in self._needs.values())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{kind}: evals={ev}, k={k}" for kind, (ev, k) in self._needs.items())
+        return f"DecompositionPlan({inner}{', strict=False' if not self.strict else ''})"
 
 
 def _to_numpy64(t: Any) -> np.ndarray:
@@ -111,19 +214,67 @@ class LayerState:
         return shp  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ decompositions
+    def _decomposer(self, kind: str) -> Any:
+        """The shared :class:`~spectra.functional.decompose.Decomposer` of a kind (of the flattened stack)."""
+        key = ("decomposer", kind)
+        if key not in self._cache:
+            from .functional.decompose import Decomposer
+
+            strict = self._cache.get(("plan", "strict"), True)
+            self._cache[key] = Decomposer(self.array(kind), name="W", strict=strict)
+        return self._cache[key]
+
+    def _evals_on_host(self, kind: str) -> bool:
+        t = self._require(kind)
+        return len(tuple(t.shape)) == 2 and not getattr(t, "is_cuda", False)
+
+    def prefetch(self, requests: "DecompositionPlan | Iterable[Request]", *, compute: bool = True) -> None:
+        """Declare what the analyzers will ask, and (by default) compute it now, once per matrix.
+
+        Args:
+            requests: a :class:`DecompositionPlan` or :class:`Request` values (kinds this snapshot lacks are
+                ignored). The plan's ``strict`` flag applies to every decomposition of this snapshot.
+            compute: compute the decompositions now; ``False`` only records the plan, and the first
+                ``evals``/``svd`` call of each kind computes it.
+
+        Errors (a non-finite matrix, an overflowing Gram matrix) are not raised here: the analyzer whose call
+        needs the failed decomposition gets the exception, exactly as without a plan.
+        """
+        plan = requests if isinstance(requests, DecompositionPlan) else DecompositionPlan(requests)
+        self._cache[("plan", "strict")] = plan.strict
+        for key, dec in self._cache.items():
+            if key[0] == "decomposer":
+                dec.strict = plan.strict
+        for kind, (ev, k) in plan.items():
+            if not self.has(kind):
+                continue
+            try:
+                on_host = self._evals_on_host(kind)
+                if k != 0 or (ev and on_host):
+                    self._decomposer(kind).plan(evals=ev and on_host, k=k)
+                if not compute:
+                    continue
+                if ev:
+                    self.evals(kind)
+                if k != 0:
+                    self.svd(kind, k)
+            except Exception as exc:  # surfaces again, with its traceback, at the analyzer's own call
+                logger.debug("prefetch of %s/%s %r failed: %r", self.layer, self.view, kind, exc)
+
     def evals(self, kind: str = "weight") -> np.ndarray:
         """Eigenvalues of the matrix's Gram (pooled over slices, scaled by ``eig_scale``), ascending."""
         key = ("evals", kind)
         if key not in self._cache:
-            from .functional.esd import esd, esd_pooled
+            from .functional.esd import esd, esd_from, esd_pooled
 
             t = self._require(kind)
             if len(tuple(t.shape)) == 3:
                 lam = esd_pooled(t, scale=self.eig_scale, normalize=self.normalize, method=self.esd_method)
-            else:
-                # CPU: the float64 copy that the SVDs use too; CUDA: stay on the device
-                src = t if getattr(t, "is_cuda", False) else self.array(kind)
-                lam = esd(src, normalize=self.normalize, method=self.esd_method) * self.eig_scale
+            elif getattr(t, "is_cuda", False):  # stay on the device
+                lam = esd(t, normalize=self.normalize, method=self.esd_method) * self.eig_scale
+            else:  # the shared decomposition of the float64 copy that the SVDs use too
+                lam = esd_from(self._decomposer(kind), normalize=self.normalize, method=self.esd_method)
+                lam = lam * self.eig_scale
             lam.setflags(write=False)
             self._cache[key] = lam
         return self._cache[key]
@@ -132,10 +283,9 @@ class LayerState:
         """Top-``k`` singular triplets (all when ``k`` is None), computed once and shared.
 
         A full thin SVD, once computed, serves every later ``k``; a truncated one serves every smaller ``k``.
-        A truncated method is used when ``k`` is small relative to min(N, M) (see :data:`SVD_FULL_FRACTION`).
+        A truncated method is used when ``k`` is small relative to min(N, M) (see :data:`SVD_FULL_FRACTION`
+        and :mod:`spectra.functional.decompose` for the routes).
         """
-        from .functional.alignment import top_svd
-
         best = None
         for key, val in self._cache.items():
             if key[0] != "svd" or key[1] != kind:
@@ -144,7 +294,7 @@ class LayerState:
                 if best is None or val.full:
                     best = val
         if best is None:
-            U, S, Vh, is_full = top_svd(self.array(kind), k)
+            U, S, Vh, is_full = self._decomposer(kind).top_svd(k)
             best = SVD(U, S, Vh, is_full)
             self._cache[("svd", kind, None if is_full else k)] = best
         if k is None or k >= len(best.S):

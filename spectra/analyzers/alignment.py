@@ -47,7 +47,7 @@ import numpy as np
 
 from ..functional.alignment import frobenius_cosine, overlap_matrix, principal_angles, subspace_fraction, top_svd
 from ..hookspecs import hookimpl
-from ..snapshot import SVD, LayerState
+from ..snapshot import SVD, LayerState, Request
 from .base import Analyzer, Measurement
 
 __all__ = ["AlignmentAnalyzer", "AlignmentPlugin", "decode_pair_index", "encode_pair_index"]
@@ -101,6 +101,23 @@ class AlignmentAnalyzer(Analyzer):
         return {"k": self.k, "grad": self.grad, "overlaps": self.overlaps}
 
     # ------------------------------------------------------------------ analysis
+    def requests(self, layer: LayerState) -> Iterable[Request]:
+        """The top-k triplets of W_{t−1}, W_t, ΔW_t and (with ``grad``) G_{t−1} that :meth:`analyze` reads."""
+        has = layer.has
+        has_prev = has("previous") or (has("weight") and has("update"))
+        has_update = has("update") or (has("weight") and has("previous"))
+        has_grad = self.grad and has("grad")
+        if not has_prev or not (has_update or has_grad):
+            return []  # analyze() emits nothing (step 0)
+        kinds = [kind for kind in ("previous",) if has(kind)]
+        if has_update:
+            kinds += [kind for kind in ("weight", "update") if has(kind)]
+        if has_grad:
+            kinds.append("grad")
+        N, M = layer.shape("previous" if has("previous") else "weight")
+        k = min(self.k, N, M)
+        return [Request(kind, k=k) for kind in kinds]
+
     def analyze(self, layer: LayerState) -> Iterable[Measurement]:
         """Measure one layer view; see the module docstring for the metrics."""
         return list(self._analyze(layer))

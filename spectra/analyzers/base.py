@@ -4,6 +4,11 @@ An analyzer is a small class over :mod:`spectra.functional`. It declares which m
 (``weight``, ``update``, ``grad``) so the monitor clones only those, optionally carries its own schedule, and
 turns one :class:`~spectra.snapshot.LayerState` into :class:`Measurement` values. It never sees the live
 parameters: the snapshot holds copies, and the decompositions in it are shared between analyzers.
+
+Optionally it also says, before any analyzer runs, what it will ask of each matrix (:meth:`Analyzer.requests`:
+all eigenvalues, the top-k singular triplets), so that the snapshot computes each matrix's decompositions once,
+by the cheapest route that serves every analyzer (:class:`~spectra.snapshot.DecompositionPlan`). Declaring
+nothing is always correct: the results are the same, only the work may be repeated or less well planned.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..schedules import Schedule
-    from ..snapshot import LayerState
+    from ..snapshot import LayerState, Request
 
 __all__ = ["Analyzer", "Measurement", "NEEDS"]
 
@@ -49,6 +54,10 @@ class Analyzer:
 
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset({"weight"})
+    #: needs the analyzer can do without: it runs when the rest of ``needs`` is present (e.g. at step 0 and
+    #: offline for ``optional_needs = frozenset({"update"})``), and the drivers still copy them on due steps
+    #: (``grad`` is always optional). Default: none.
+    optional_needs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, *, schedule: "Schedule | None" = None, **options: Any) -> None:
         if options:
@@ -69,6 +78,16 @@ class Analyzer:
     def config(self) -> dict[str, Any]:
         """The options in force, recorded in ``Results.attrs["analyzers"][name]``."""
         return {}
+
+    def requests(self, layer: "LayerState") -> Iterable["Request"]:
+        """What :meth:`analyze` will ask of ``layer``, declared before any analyzer runs (optional).
+
+        Return :class:`~spectra.snapshot.Request` values, e.g. ``Request("weight", evals=True)`` for
+        ``layer.evals("weight")`` or ``Request("update", k=10)`` for ``layer.svd("update", 10)``. The default
+        asks nothing. Only a cost hint: asking for more or less than :meth:`analyze` uses never changes a
+        result.
+        """
+        return ()
 
     def analyze(self, layer: "LayerState") -> Iterable[Measurement]:  # pragma: no cover - abstract
         """Measure one layer view. Raise on failure: the caller turns exceptions into ``failed`` rows."""

@@ -8,6 +8,7 @@ from typing import Any, Iterable
 from ..functional.mp import count_outliers, mp_fit
 from ..functional.norms import norm_metrics
 from ..hookspecs import hookimpl
+from ..snapshot import Request
 from .base import Analyzer, Measurement
 
 __all__ = ["EsdAnalyzer", "EsdPlugin"]
@@ -62,6 +63,10 @@ class EsdAnalyzer(Analyzer):
             "reference_edge": edge if not callable(edge) else getattr(edge, "__name__", repr(edge)),
             "matrices": list(self.matrices),
         }
+
+    def requests(self, layer: Any) -> Iterable[Request]:
+        """All eigenvalues of each described matrix the snapshot holds."""
+        return [Request(kind, evals=True) for kind in self.matrices if layer.has(kind)]
 
     def analyze(self, layer: Any) -> Iterable[Measurement]:
         for kind in self.matrices:

@@ -174,15 +174,17 @@ class TailAnalyzer(Analyzer):
 
 
 def _precision_guards(layer: Any, lam: np.ndarray) -> dict[str, float]:
-    """The fit's precondition checks for this view: the weights' rounding resolution and noise floor."""
-    from ..functional.norms import RESOLUTION_ULPS, dtype_eps, noise_floor
+    """The fit's precondition checks for this view, from the weights' dtype: the rounding resolution of the
+    eigenvalues and the noise floor below which they are numerically zero."""
+    from ..functional.norms import dtype_eps, noise_floor, rounding_resolution
 
     t = layer.tensors.get("weight") if hasattr(layer, "tensors") else None
     eps = dtype_eps(getattr(t, "dtype", np.float64))
-    if lam.size == 0 or not np.isfinite(lam).all():
-        return {"resolution": RESOLUTION_ULPS * eps}
     N, M = layer.shape("weight")
-    return {"resolution": RESOLUTION_ULPS * eps, "noise_floor": noise_floor(float(lam.max()), N, M, eps)}
+    out = {"resolution": rounding_resolution(N, M, eps)}
+    if lam.size and np.isfinite(lam).all():
+        out["noise_floor"] = noise_floor(float(lam.max()), N, M, eps)
+    return out
 
 
 class TailPlugin:

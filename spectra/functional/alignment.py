@@ -25,13 +25,15 @@ stays below the full SVD up to ``k = SVD_FULL_FRACTION · min(N, M)``. PROPACK (
 failed to converge on plain Gaussian matrices, and randomized/block subspace iteration needs many iterations
 for the small relative gaps of Marchenko–Pastur spectra, so neither is used.
 
-The truncated method ("Gram eigh + Rayleigh–Ritz"): form the smaller Gram matrix G (AAᵀ or AᵀA), take its top k
-eigenvectors with LAPACK ``syevr`` (``scipy.linalg.eigh(subset_by_index=..., driver="evr")``), project A onto
-that k-dimensional subspace and take the thin SVD of the small k × M (or N × k) projection. The projection step
-makes U and V exactly orthonormal and consistent with each other, so no division by small σ occurs. Its
-error on the subspace is about ``eps·σ₁² / (σ_k² − σ_{k+1}²)``, i.e. ~1e-13 or better for well-separated spectra. When
-σ_k² < :data:`GRAM_RCOND` · σ₁² (rank-deficient or nearly low-rank matrices, e.g. the rank-B update of a batch-B
-SGD step), rounding in G would show in the small singular values, so the full SVD is used instead.
+The truncated method ("Gram + Rayleigh–Ritz", :class:`spectra.functional.decompose.Decomposer`): form the
+smaller Gram matrix G, reduce it to tridiagonal form once, take its top k eigenvectors (``dstebz`` +
+``dstein`` + back-transform, the kernels of ``scipy.linalg.eigh(subset_by_index=..., driver="evr")``), project
+A onto that k-dimensional subspace and take the thin SVD of the small projection. The projection step makes U
+and V exactly orthonormal and consistent with each other, so no division by small σ occurs. When the error
+bound of :mod:`spectra.functional.certify` says the Gram route cannot resolve σ_k (rank-deficient or nearly
+low-rank matrices, e.g. the rank-B update of a batch-B SGD step), a QR route (pivoted columns, QR of the thin
+factor, SVD of the small core) and/or deflation take over, every value certified; the full SVD runs only when
+the certificate fails. :data:`GRAM_RCOND` is the threshold earlier versions used for that decision.
 """
 
 from __future__ import annotations
@@ -41,9 +43,7 @@ from typing import Any
 import numpy as np
 
 from ._validate import as_matrix
-
-# a truncated SVD is used when k <= SVD_FULL_FRACTION * min(N, M); otherwise the full thin SVD is cheaper
-SVD_FULL_FRACTION = 0.1
+from .decompose import SVD_FULL_FRACTION, Decomposer  # SVD_FULL_FRACTION: re-exported
 
 __all__ = [
     "top_svd",
@@ -55,7 +55,8 @@ __all__ = [
     "SVD_FULL_FRACTION",
 ]
 
-# the truncated (Gram) route is abandoned for the full SVD when σ_k² < GRAM_RCOND · σ₁²
+# earlier versions abandoned the truncated (Gram) route for the full SVD when σ_k² < GRAM_RCOND · σ₁²; the
+# error bound of spectra.functional.certify decides now (kept for compatibility)
 GRAM_RCOND = 1e-6
 
 
@@ -65,49 +66,6 @@ def _as_host_matrix(A: Any, name: str) -> np.ndarray:
     if not isinstance(M, np.ndarray):  # float64 CUDA tensor
         M = M.cpu().numpy()
     return M
-
-
-def _fix_signs(U: np.ndarray, Vh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Make each u_i's entry of largest magnitude positive (first one on ties); flip v_i with it."""
-    if U.shape[1] == 0:
-        return U, Vh
-    idx = np.argmax(np.abs(U), axis=0)
-    signs = np.sign(U[idx, np.arange(U.shape[1])])
-    signs[signs == 0] = 1.0
-    return U * signs, Vh * signs[:, None]
-
-
-def _full_svd(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from scipy.linalg import svd
-
-    try:
-        U, S, Vh = svd(A, full_matrices=False, lapack_driver="gesdd", check_finite=False)
-    except np.linalg.LinAlgError:  # gesdd occasionally fails to converge; gesvd is slower but more robust
-        U, S, Vh = svd(A, full_matrices=False, lapack_driver="gesvd", check_finite=False)
-    return U, S, Vh
-
-
-def _gram_top_svd(A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Top-k triplets by Gram eigh + Rayleigh–Ritz; ``None`` when the Gram route would be inaccurate."""
-    from scipy.linalg import eigh, svd
-
-    N, M = A.shape
-    n = min(N, M)
-    left = N <= M  # eigenvectors of AAᵀ are left singular vectors
-    G = A @ A.T if left else A.T @ A
-    lam, Q = eigh(G, subset_by_index=[n - k, n - 1], driver="evr", check_finite=False, overwrite_a=True)
-    lam_max = lam[-1]
-    if not lam_max > 0 or lam[0] < GRAM_RCOND * lam_max:
-        return None
-    if left:
-        B = Q.T @ A  # k × M, singular values = those of A on the subspace
-        W, S, Vh = svd(B, full_matrices=False, lapack_driver="gesdd", check_finite=False)
-        U = Q @ W
-    else:
-        B = A @ Q  # N × k
-        U, S, Zh = svd(B, full_matrices=False, lapack_driver="gesdd", check_finite=False)
-        Vh = Zh @ Q.T
-    return U, S, Vh
 
 
 def top_svd(A: Any, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
@@ -123,10 +81,11 @@ def top_svd(A: Any, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.nd
         (then k = min(N, M)). Signs are deterministic: each column of ``U`` has its entry of largest magnitude
         positive, and the matching row of ``Vh`` is flipped with it.
 
-    The method: the full thin SVD (LAPACK ``gesdd``) when ``k`` is None or ``k > SVD_FULL_FRACTION·min(N, M)``
-    or the matrix is rank-deficient at k; otherwise the smaller Gram matrix's top-k eigenvectors followed by a
-    Rayleigh–Ritz projection (see the module docstring for the measurements behind the choice). Both are
-    deterministic (no random start).
+    The method: the full thin SVD (LAPACK ``gesdd``) when ``k`` is None or ``k > SVD_FULL_FRACTION·min(N, M)``;
+    otherwise the smaller Gram matrix's top-k eigenvectors followed by a Rayleigh–Ritz projection, with the
+    QR/deflation routes and certificates of :class:`~spectra.functional.decompose.Decomposer` when the Gram
+    route cannot resolve σ_k, and the full SVD only when those cannot certify their values (see the module
+    docstring). All routes are deterministic (no random start).
 
     Raises:
         ValueError: ``A`` is not 2-D, empty or non-finite, or ``k`` is not a positive integer.
@@ -134,22 +93,7 @@ def top_svd(A: Any, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.nd
     """
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
         raise ValueError(f"k must be a positive integer or None, got {k!r}")
-    X = _as_host_matrix(A, "A")
-    n = min(X.shape)
-    res = None
-    if k is not None and k < n and k <= SVD_FULL_FRACTION * n:
-        res = _gram_top_svd(X, int(k))
-    if res is None:
-        U, S, Vh = _full_svd(X)
-        full = True
-        if k is not None and k < n:
-            U, S, Vh = U[:, :k], S[:k], Vh[:k]
-            full = False
-    else:
-        U, S, Vh = res
-        full = False
-    U, Vh = _fix_signs(np.ascontiguousarray(U), np.ascontiguousarray(Vh))
-    return U, S, Vh, full
+    return Decomposer(A, name="A").top_svd(None if k is None else int(k))
 
 
 def overlap_matrix(U_a: Any, U_b: Any) -> np.ndarray:

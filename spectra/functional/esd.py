@@ -4,18 +4,21 @@ Convention (DESIGN §6): the eigenvalues are λ_i = σ_i(W)², taken from the sm
 normalisation** (as in WeightWatcher) unless ``normalize=True``, in which case they are divided by
 N = max(rows, cols) (the HT-SR papers' (1/N)·WᵀW). They are returned ascending, as float64 numpy.
 
-Backends (chosen by measurement, see ``benchmarks/bench_esd.py``):
+Backends (chosen by measurement, see ``benchmarks/bench_esd.py`` and ``benchmarks/bench_decompose.py``):
 
-* ``"eigh"``: form the smaller Gram matrix G = WᵀW (or WWᵀ) in float64 and take its eigenvalues with a
-  symmetric divide-and-conquer solver (scipy ``eigh(driver="evd")`` on CPU, ``torch.linalg.eigvalsh`` on
-  CUDA). Fast; the absolute error of every eigenvalue is about ``eps·λ_max``, so *relative* accuracy is lost on
-  eigenvalues far below λ_max.
+* ``"eigh"``: form the smaller Gram matrix G = WᵀW (or WWᵀ) in float64 and take its eigenvalues with one
+  tridiagonal reduction (LAPACK ``dsytrd`` + ``dsterf``, the kernels of scipy's ``eigh(driver="evd")``, whose
+  results it reproduces bit for bit) on CPU, ``torch.linalg.eigvalsh`` on CUDA. Fast; the absolute error of
+  every eigenvalue is about ``eps·‖W‖²_F``, so *relative* accuracy is lost on eigenvalues far below λ_max.
 * ``"svd"``: singular values of W itself (LAPACK ``gesdd``), squared. Relative accuracy on small eigenvalues
   is about ``eps·σ_max/σ_i`` instead of ``eps·λ_max/λ_i``: the square root of the Gram method's error ratio.
-* ``"auto"`` (default): ``"eigh"``, then a fallback to ``"svd"`` when the spectrum is ill-conditioned,
-  i.e. when ``λ_min < AUTO_SVD_RCOND · λ_max`` (default 1e-6): there the Gram route could carry a relative error
-  above ~1e-10 on the smallest eigenvalues. Rank-deficient and nearly low-rank matrices therefore take the SVD
-  path; well-conditioned ones (random-init and most trained layers) take the fast path.
+* ``"auto"`` (default): ``"eigh"``, then the a-posteriori error bound of :mod:`spectra.functional.certify`
+  (δ = 8·eps·‖W‖²_F on every eigenvalue) decides which eigenvalues are trusted to 1e-10 relative. The few
+  that are not (the bottom of a square layer's spectrum, which reaches down to ~0) are recomputed from the
+  same reduction by a Rayleigh–Ritz step on W with a Kato–Temple certificate; only when that fails
+  (rank-deficient or nearly low-rank matrices, clustered tiny eigenvalues) does ``"svd"`` run. See
+  :class:`spectra.functional.decompose.Decomposer`. On CUDA, ``"auto"`` keeps the simpler rule of earlier
+  versions: ``"svd"`` when ``λ_min < AUTO_SVD_RCOND · λ_max``.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import numpy as np
 
 from ._validate import as_matrix
 
-__all__ = ["esd", "esd_pooled", "ESD_METHODS", "AUTO_SVD_RCOND"]
+__all__ = ["esd", "esd_from", "esd_pooled", "ESD_METHODS", "AUTO_SVD_RCOND"]
 
 ESD_METHODS = ("auto", "eigh", "svd")
+# CUDA tensors only: "auto" takes the SVD when λ_min < AUTO_SVD_RCOND · λ_max (CPU: the error bound decides)
 AUTO_SVD_RCOND = 1e-6
 
 
@@ -38,11 +42,6 @@ def _check_method(method: str) -> None:
 
 
 def _gram_eigvals(A) -> np.ndarray:
-    if isinstance(A, np.ndarray):
-        from scipy.linalg import eigh
-
-        G = A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T
-        return np.asarray(eigh(G, eigvals_only=True, driver="evd", overwrite_a=True, check_finite=False))
     import torch
 
     G = A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T
@@ -50,25 +49,56 @@ def _gram_eigvals(A) -> np.ndarray:
 
 
 def _svd_eigvals(A) -> np.ndarray:
-    if isinstance(A, np.ndarray):
-        from scipy.linalg import svdvals
-
-        s = svdvals(A, check_finite=False)
-        return np.sort(s.astype(np.float64) ** 2)
     import torch
 
     s = torch.linalg.svdvals(A).cpu().numpy()
     return np.sort(s**2)
 
 
-def _eigvals(A, method: str) -> np.ndarray:
+def _cuda_eigvals(A, method: str) -> np.ndarray:
     if method == "svd":
         return _svd_eigvals(A)
-    lam = _gram_eigvals(A)
     # eigenvalues of a PSD Gram matrix that come out slightly negative are rounding noise around zero
-    lam = np.clip(lam, 0.0, None)
+    lam = np.clip(_gram_eigvals(A), 0.0, None)
     if method == "auto" and lam.size and lam[-1] > 0 and lam[0] < AUTO_SVD_RCOND * lam[-1]:
         return _svd_eigvals(A)
+    return lam
+
+
+def _overflow(A: Any) -> ValueError:
+    peak = float(abs(A).max())
+    return ValueError(
+        f"the eigenvalues of WᵀW overflow float64 (largest |W| entry {peak:.3g}, shape {tuple(A.shape)}); "
+        "rescale W first (eigenvalues scale with the square of W)"
+    )
+
+
+def esd_from(decomposer: Any, *, normalize: bool = False, method: str = "auto") -> np.ndarray:
+    """:func:`esd` of the matrix held by a :class:`~spectra.functional.decompose.Decomposer`, sharing its work.
+
+    Args:
+        decomposer: the matrix's decomposer (its Gram reduction also serves its top-k singular triplets).
+        normalize: divide by N = max(W.shape).
+        method: as in :func:`esd`.
+
+    Returns:
+        min(W.shape) eigenvalues, ascending, float64 (the decomposer's cached array, or a new one when
+        normalised: do not modify it).
+
+    Raises:
+        ValueError: the eigenvalues overflow float64, or ``method`` is unknown.
+    """
+    _check_method(method)
+    err = None
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            lam = decomposer.eigvals(method)
+    except np.linalg.LinAlgError as exc:  # a Gram matrix that overflowed to inf makes LAPACK fail
+        lam, err = None, exc
+    if lam is None or not np.all(np.isfinite(lam)):
+        raise _overflow(decomposer.matrix) from err
+    if normalize:
+        lam = lam / float(max(decomposer.shape))
     return lam
 
 
@@ -91,17 +121,17 @@ def esd(W: Any, *, normalize: bool = False, method: str = "auto") -> np.ndarray:
     """
     _check_method(method)
     A = as_matrix(W)
+    if isinstance(A, np.ndarray):
+        from .decompose import Decomposer
+
+        return esd_from(Decomposer(A, name="W"), normalize=normalize, method=method)
+    err = None
     try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            lam = _eigvals(A, method)
-    except np.linalg.LinAlgError as exc:  # a Gram matrix that overflowed to inf makes LAPACK fail
+        lam = _cuda_eigvals(A, method)
+    except RuntimeError as exc:  # a Gram matrix that overflowed to inf makes the solver fail
         lam, err = None, exc
     if lam is None or not np.all(np.isfinite(lam)):
-        peak = float(abs(A).max())
-        raise ValueError(
-            f"the eigenvalues of WᵀW overflow float64 (largest |W| entry {peak:.3g}, shape {tuple(A.shape)}); "
-            "rescale W first (eigenvalues scale with the square of W)"
-        ) from (err if lam is None else None)
+        raise _overflow(A) from err
     if normalize:
         lam = lam / float(max(A.shape))
     return lam

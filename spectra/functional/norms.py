@@ -98,10 +98,6 @@ def norm_metrics(evals: Any, *, N: int | None = None, alpha: float | None = None
     return out
 
 
-#: a tail whose eigenvalues differ by less than this many ulps of the weights' dtype is rounding noise
-RESOLUTION_ULPS = 16
-
-
 def dtype_eps(dtype: Any) -> float:
     """Machine epsilon of a torch or numpy floating dtype (float64's for anything else)."""
     try:
@@ -117,7 +113,14 @@ def dtype_eps(dtype: Any) -> float:
         return float(np.finfo(np.float64).eps)
 
 
+def rounding_resolution(N: int, M: int, eps: float) -> float:
+    """The relative size of singular-value changes that rounding the weights to ``eps`` can cause:
+    ``eps·sqrt(max(N, M))`` (a random rounding perturbation E has ‖E‖₂ ≈ eps·σ_max·sqrt(max(N, M))/σ-scale).
+    Eigenvalues of a tail that differ by less than this are equal up to rounding."""
+    return float(eps) * math.sqrt(max(int(N), int(M)))
+
+
 def noise_floor(lam_max: float, N: int, M: int, eps: float) -> float:
-    """Eigenvalues ``λ = σ²`` at or below ``λ_max·(max(N, M)·eps)²`` are numerically zero (numpy's
-    ``matrix_rank`` rule, ``σ ≤ σ_max·max(N, M)·eps``, squared)."""
-    return float(lam_max) * (max(int(N), int(M)) * float(eps)) ** 2
+    """Eigenvalues ``λ = σ²`` at or below ``λ_max·eps²·max(N, M)`` are rounding noise: the singular values a
+    rank-deficient matrix gets from rounding to ``eps`` are about ``σ_max·eps·sqrt(max(N, M))``."""
+    return float(lam_max) * float(eps) ** 2 * max(int(N), int(M))

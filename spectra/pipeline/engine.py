@@ -14,7 +14,7 @@ import warnings
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 from ..analyzers.base import Analyzer, Measurement
-from ..snapshot import LayerState
+from ..snapshot import DecompositionPlan, LayerState
 from ..table.schema import STATUSES, Record
 
 __all__ = ["ErrorPolicy", "ON_ERROR", "resolve_analyzers", "run_analyzers", "runtime_needs"]
@@ -174,9 +174,10 @@ def run_analyzers(
     tags = dict(tags or {})
     records: list[Record] = []
     for st in states:
-        for an in analyzers:
-            if not all(st.has(k) for k in runtime_needs(an)):
-                continue
+        runnable = [an for an in analyzers if all(st.has(k) for k in runtime_needs(an))]
+        # one decomposition per matrix, by the cheapest exact route serving every analyzer (never raises)
+        st.prefetch(DecompositionPlan.collect(runnable, st))
+        for an in runnable:
             try:
                 produced = [_check_measurement(m, an) for m in an.analyze(st)]
             except Exception as exc:

@@ -430,8 +430,8 @@ def _(tmp):
 
 
 @case("all-zero, rank-1, 1×1, 2×3 and 10000×3 layers", ENTRY_MONITOR,
-      "rows `ok`, or `skipped`/`failed` with the reason (zero update, too few eigenvalues, Hill xmin = 0, "
-      "effectively 1-D); model identical")
+      "rows `ok`, or `skipped`/`failed` with the reason (zero update, too few eigenvalues, Hill xmin = 0 or at "
+      "the noise floor, effectively 1-D); model identical")
 def _(tmp):
     def make():
         torch.manual_seed(0)
@@ -453,9 +453,10 @@ def _(tmp):
 
     mon, _ = _monitored(make, body)
     df = mon.to_pandas()
-    failed = df[df.status == "failed"]  # only the Hill fit of the zero matrix: its median eigenvalue is 0
-    assert set(zip(failed.layer, failed.metric)) == {("zero", "alpha_hill")}
-    assert failed.message.str.contains("is not positive").all()
+    failed = df[df.status == "failed"]  # only Hill fits: the zero matrix's median eigenvalue is 0, the rank-1's
+    assert set(zip(failed.layer, failed.metric)) == {("zero", "alpha_hill"), ("r1", "alpha_hill")}  # is noise
+    assert failed[failed.layer == "zero"].message.str.contains("is not positive").all()
+    assert failed[failed.layer == "r1"].message.str.contains("numerical noise floor").all()
     assert set(df.layer) == {"zero", "r1", "small", "tall"}
     assert "effectively 1-D" in mon.results.layers.set_index("layer").loc["one", "skip_reason"]
     nok = df[df.status == "skipped"]
