@@ -30,7 +30,7 @@ def test_constants():
     assert COLUMNS == ("run", "step", "layer", "view", "matrix", "analyzer", "metric", "index", "value", "status",
                        "message")
     assert STATUSES == ("ok", "warn", "failed", "skipped")
-    assert MATRICES == ("weight", "update", "grad")
+    assert MATRICES == ("weight", "update", "grad", "delta")
     assert LAYER_COLUMNS[:2] == ("layer", "view") and "skip_reason" in LAYER_COLUMNS
     assert set(_DTYPES) == set(COLUMNS)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+import numpy as np
+
 from ..functional.mp import count_outliers, mp_fit
-from ..functional.norms import norm_metrics
+from ..functional.norms import dtype_eps, noise_floor, norm_metrics
 from ..hookspecs import hookimpl
 from ..snapshot import Request
 from .base import Analyzer, Measurement
@@ -79,10 +81,20 @@ class EsdAnalyzer(Analyzer):
         rows, cols = layer.shape(kind)
         N, M = max(rows, cols), min(rows, cols)
         yield Measurement("num_evals", float(lam.size), kind)
+        eps = dtype_eps(getattr(layer.tensors.get(kind), "dtype", None))
+        zero = not lam.max() > 0
+        floor = noise_floor(float(lam.max()), N, M, eps) if not zero else 0.0
         for metric, value in norm_metrics(lam, N=N).items():
-            yield Measurement(metric, value, kind)
-        if lam.max() > 0:
-            fit = mp_fit(lam / layer.eig_scale, N, M, normalize=layer.normalize)
+            if metric == "matrix_rank":  # eigenvalues above the rounding noise of the weights' own dtype
+                value = float(np.count_nonzero(lam > floor)) if not zero else 0.0
+            if math.isfinite(value):
+                yield Measurement(metric, value, kind)
+            else:
+                why = "undefined for an all-zero matrix" if zero else f"{metric} is not finite ({value})"
+                yield Measurement(metric, math.nan, kind, status="skipped" if zero else "warn", message=why)
+        if not zero:
+            # eigenvalues at the rounding-noise floor are zeros: a rank-r matrix without a bulk has r spikes
+            fit = mp_fit(np.where(lam <= floor, 0.0, lam) / layer.eig_scale, N, M, normalize=layer.normalize)
             s = layer.eig_scale
             yield Measurement("mp_sigma2", fit.sigma2, kind)
             yield Measurement("bulk_min", fit.bulk_min * s, kind)

@@ -65,6 +65,9 @@ def _cuda_eigvals(A, method: str) -> np.ndarray:
     return lam
 
 
+_TINY = float(np.finfo(np.float64).tiny)
+
+
 def _overflow(A: Any) -> ValueError:
     peak = float(abs(A).max())
     return ValueError(
@@ -97,6 +100,13 @@ def esd_from(decomposer: Any, *, normalize: bool = False, method: str = "auto") 
         lam, err = None, exc
     if lam is None or not np.all(np.isfinite(lam)):
         raise _overflow(decomposer.matrix) from err
+    peak = float(np.abs(decomposer.matrix).max()) if lam.size and lam[-1] < _TINY else 0.0
+    if peak > 0 and peak * peak < _TINY:  # σ_max ≥ max|w|: λ_max would be subnormal or zero
+        raise ValueError(
+            f"the eigenvalues of WᵀW underflow float64 (largest |W| entry {peak:.3g}, shape "
+            f"{tuple(decomposer.shape)}): they would come out as zeros or subnormals; rescale W first "
+            "(eigenvalues scale with the square of W)"
+        )
     if normalize:
         lam = lam / float(max(decomposer.shape))
     return lam

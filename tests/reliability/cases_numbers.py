@@ -75,3 +75,30 @@ def _(tmp):
     noisy = np.concatenate([np.full(600, 1e-20) + rng.random(600) * 1e-21, pl[:50]])
     g = fit_power_law(noisy, method="hill", noise_floor=1e-12)
     assert g.status == "failed" and "noise floor" in g.message
+
+
+@case("a rank-1 layer and a float32 rank-8 layer of 64 x 64", ENTRY_ANALYZE,
+      "`num_spikes` = 1 and `matrix_rank` = 1 / 8 (eigenvalues at the dtype's rounding-noise floor count as "
+      "zero), not 9 spikes and rank 64")
+def _(tmp):
+    g = torch.Generator().manual_seed(5)
+    r1 = torch.randn(20, 1, generator=g) @ torch.randn(1, 30, generator=g)
+    r8 = torch.randn(64, 8, generator=g) @ torch.randn(8, 64, generator=g)
+    df = spectra.analyze({"r1.weight": r1, "r8.weight": r8}).to_pandas()
+    got = df.pivot_table(index="layer", columns="metric", values="value", aggfunc="first")
+    assert got.loc["r1", "num_spikes"] == 1 and got.loc["r1", "matrix_rank"] == 1
+    assert got.loc["r8", "matrix_rank"] == 8 == np.linalg.matrix_rank(r8.numpy())
+    assert got.loc["r8", "num_spikes"] == 8
+
+
+@case("a tiny but finite matrix (|w| ~ 1e-170)", ENTRY_FUNCTIONAL,
+      "ValueError: 'the eigenvalues of WᵀW underflow float64 ... rescale W first', never all zeros silently")
+def _(tmp):
+    import pytest
+
+    from spectra.functional import esd
+
+    w = np.random.default_rng(6).standard_normal((30, 20)) * 1e-170
+    with pytest.raises(ValueError, match="underflow float64"):
+        esd(w)
+    assert esd(w * 1e160)[-1] > 0  # the same matrix rescaled is fine
