@@ -48,6 +48,11 @@ Estimator properties (`test_properties.py`, hypothesis):
   fit at Hill's own xmin. The csn scan's D can only decrease when eigenvalues are added below xmin.
 - `esd` is invariant to transposes and orthogonal rotations.
 - A fit is finite or its status says why.
+- Every shape metric of `analyze` (alpha, alpha_hill, D, n_tail, stable_rank, matrix_rank, num_spikes,
+  mp_softrank, entropy) and its status are unchanged by W → cW, by `normalize=True`, by transposing W and by
+  rotating it; a rank-r product reports rank r and r spikes, and never fits a tail to its rounding noise.
+- No `ok` row holds a non-finite value in any test (a shared fixture in `tests/conftest.py` checks every
+  record the analyzers produce).
 
 ## Fault matrix
 

@@ -156,3 +156,64 @@ def test_esd_and_norms_finite_or_clear_error(W):
     m = norm_metrics(lam, N=max(W.shape))
     for k, v in m.items():  # finite, or -inf / NaN exactly when the matrix is zero (documented)
         assert math.isfinite(v) or (lam.max() == 0 and k in ("log_norm", "log_spectral_norm", "stable_rank")), k
+
+
+# ---------------------------------------------------------------------------------------------- shape metrics
+SHAPE_METRICS = ("alpha", "alpha_hill", "D", "n_tail", "stable_rank", "matrix_rank", "num_spikes", "mp_softrank",
+                 "entropy")
+
+
+def _shape_rows(W: torch.Tensor, **kw) -> dict[str, tuple[float, str]]:
+    import warnings
+
+    import spectra
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df = spectra.analyze({"w.weight": W}, **kw).to_pandas()
+    df = df[df["metric"].isin(SHAPE_METRICS)]
+    return {m: (float(v), s) for m, v, s in zip(df["metric"], df["value"], df["status"])}
+
+
+def _same(a: dict, b: dict, rtol: float = 1e-7) -> None:
+    assert a.keys() == b.keys()
+    for m in a:
+        (va, sa), (vb, sb) = a[m], b[m]
+        assert sa == sb, (m, sa, sb)
+        assert (math.isnan(va) and math.isnan(vb)) or math.isclose(va, vb, rel_tol=rtol, abs_tol=1e-12), (m, va, vb)
+
+
+matrices = st.builds(
+    lambda seed, n, m, tail: torch.from_numpy(
+        np.random.default_rng(seed).standard_t(tail, size=(n, m))), st.integers(0, 2**31), st.integers(24, 60),
+    st.integers(12, 40), st.sampled_from([2.5, 4.0, 50.0]))
+
+
+@SETTINGS
+@given(matrices, st.floats(-1.5, 1.5))
+def test_shape_metrics_invariant_to_scaling_the_matrix(W, log10c):
+    """W → cW multiplies every eigenvalue by c²: no shape metric moves. (The csn fit's default threshold, 1e-5,
+    is absolute — WeightWatcher's convention — so the scales drawn keep every eigenvalue of these matrices
+    above it; ``normalize`` below shows the threshold following the eigenvalues when they are rescaled by us.)"""
+    assume(float(torch.linalg.matrix_norm(W, -2)) ** 2 * 10 ** (2 * log10c) > 1e-4)
+    _same(_shape_rows(W), _shape_rows(W * 10**log10c))
+
+
+@SETTINGS
+@given(matrices, st.integers(0, 2**31))
+def test_shape_metrics_invariant_to_normalize_transpose_and_rotation(W, seed):
+    base = _shape_rows(W)
+    _same(base, _shape_rows(W, normalize=True))
+    _same(base, _shape_rows(W.T.contiguous()))
+    q, _ = torch.linalg.qr(torch.from_numpy(np.random.default_rng(seed).standard_normal((W.shape[0],) * 2)))
+    _same(base, _shape_rows(q @ W), rtol=1e-6)
+
+
+@SETTINGS
+@given(st.integers(0, 2**31), st.integers(1, 6), st.sampled_from([torch.float32, torch.float64]))
+def test_rank_deficient_family_never_reports_noise_as_signal(seed, rank, dtype):
+    g = torch.Generator().manual_seed(seed)
+    W = (torch.randn(48, rank, generator=g, dtype=dtype) @ torch.randn(rank, 40, generator=g, dtype=dtype))
+    rows = _shape_rows(W)
+    assert rows["matrix_rank"][0] == rank and rows["num_spikes"][0] == rank
+    assert rows["alpha_hill"][1] == "failed"  # its median eigenvalue is rounding noise
