@@ -11,16 +11,10 @@ import warnings
 import numpy as np
 import pytest
 
-from spectra.functional.powerlaw import (
-    FIT_METHODS,
-    TailFit,
-    _ks_exact,
-    _scan,
-    _suffix_alphas,
-    csn_default_min_tail,
-    fit_power_law,
-    hill_alpha,
-)
+from spectra.functional.ks_scan import ks_exact as _ks_exact
+from spectra.functional.ks_scan import scan as _scan
+from spectra.functional.ks_scan import suffix_alphas as _suffix_alphas
+from spectra.functional.powerlaw import FIT_METHODS, TailFit, csn_default_min_tail, fit_power_law, hill_alpha
 
 
 @contextlib.contextmanager
