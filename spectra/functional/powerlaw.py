@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .ks_scan import ks_exact, ks_single, scan, suffix_alphas
+from .ks_scan import ks_single, scan, suffix_alphas
 
 __all__ = [
     "FIT_METHODS",
