@@ -370,3 +370,26 @@ class CallbackCore:
         parts = [d.results for d in self.drivers.values()]
         return parts[0] if len(parts) == 1 else Results.concat(parts)
 
+
+class CallbackResults:
+    """The result views every framework callback offers (its ``_core`` is a :class:`CallbackCore`)."""
+
+    _core: "CallbackCore"
+
+    @property
+    def monitors(self) -> dict[str, Any]:
+        """One driver per optimizer, by name (``.results``, ``.step``, ``.settings.log_dir``)."""
+        return dict(self._core.drivers)
+
+    @property
+    def results(self) -> Any:
+        """All records so far (read back from ``log_dir``); several optimizers side by side."""
+        return self._core.results
+
+    def to_pandas(self) -> Any:
+        """The tidy table."""
+        return self.results.to_pandas()
+
+    def to_wide(self, **kwargs: Any) -> Any:
+        """One row per (run, step, layer, view), WeightWatcher column names."""
+        return self.results.to_wide(**kwargs)

@@ -20,7 +20,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ._driver import DEFAULT_LOG_METRICS, CallbackCore
+from ._driver import DEFAULT_LOG_METRICS, CallbackCore, CallbackResults
 
 __all__ = ["SpectraCallback"]
 
@@ -41,7 +41,7 @@ def _callback_bases() -> tuple[type, ...]:
     return tuple(bases)
 
 
-class SpectraCallback(*_callback_bases()):  # type: ignore[misc]
+class SpectraCallback(CallbackResults, *_callback_bases()):  # type: ignore[misc]
     """Spectral diagnostics of a LightningModule's weights while it trains.
 
     Example:
@@ -82,25 +82,6 @@ class SpectraCallback(*_callback_bases()):  # type: ignore[misc]
         if self._core.log_dir is None:
             return type(self).__qualname__
         return self._generate_state_key(log_dir=str(self._core.log_dir))
-
-    # ------------------------------------------------------------------------------------------ results
-    @property
-    def monitors(self) -> dict[str, Any]:
-        """One driver per optimizer, by name (``.results``, ``.step``, ``.settings.log_dir``)."""
-        return dict(self._core.drivers)
-
-    @property
-    def results(self) -> Any:
-        """All records so far (read back from ``log_dir``); several optimizers side by side."""
-        return self._core.results
-
-    def to_pandas(self) -> Any:
-        """The tidy table."""
-        return self.results.to_pandas()
-
-    def to_wide(self, **kwargs: Any) -> Any:
-        """One row per (run, step, layer, view), WeightWatcher column names."""
-        return self.results.to_wide(**kwargs)
 
     # ------------------------------------------------------------------------------------------ hooks
     @staticmethod

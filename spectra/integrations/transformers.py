@@ -20,7 +20,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._driver import DEFAULT_LOG_METRICS, CallbackCore
+from ._driver import DEFAULT_LOG_METRICS, CallbackCore, CallbackResults
 
 try:
     from transformers import Trainer, TrainerCallback
@@ -50,7 +50,7 @@ def _calling_trainer() -> Any:
         del frame
 
 
-class SpectraCallback(TrainerCallback):
+class SpectraCallback(CallbackResults, TrainerCallback):
     """Spectral diagnostics of a Hugging Face model's weights while ``Trainer`` trains it.
 
     Example:
@@ -81,25 +81,6 @@ class SpectraCallback(TrainerCallback):
 
     def __repr__(self) -> str:
         return f"SpectraCallback(monitors={list(self._core.drivers)}, log_dir={str(self._core.log_dir)!r})"
-
-    # ------------------------------------------------------------------------------------------ results
-    @property
-    def monitors(self) -> dict[str, Any]:
-        """The driver of the trainer's optimizer, by name (``.results``, ``.step``, ``.settings.log_dir``)."""
-        return dict(self._core.drivers)
-
-    @property
-    def results(self) -> Any:
-        """All records so far (read back from ``log_dir``)."""
-        return self._core.results
-
-    def to_pandas(self) -> Any:
-        """The tidy table."""
-        return self.results.to_pandas()
-
-    def to_wide(self, **kwargs: Any) -> Any:
-        """One row per (run, step, layer, view), WeightWatcher column names."""
-        return self.results.to_wide(**kwargs)
 
     # ------------------------------------------------------------------------------------------ hooks
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
