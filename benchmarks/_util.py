@@ -1,7 +1,7 @@
 """Tiny shared helpers for the benchmarks: the run environment and writing result tables.
 
 Every table records the machine load and thread counts it ran under, because on small shared CPUs the
-absolute times move by 2–50× with contention (DESIGN §6); compare ratios measured in one run.
+absolute times move by 2–50× with contention (docs/design.md, "Conventions"); compare ratios measured in one run.
 """
 
 from __future__ import annotations

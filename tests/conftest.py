@@ -14,7 +14,7 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_blas_thread():
-    """Multi-threaded OpenBLAS spins under CPU contention (DESIGN §6): 0.03 s tests then take seconds."""
+    """Multi-threaded OpenBLAS spins under CPU contention (docs/design.md, "Conventions"): 0.03 s tests then take seconds."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):

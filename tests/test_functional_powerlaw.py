@@ -28,7 +28,7 @@ def _quiet():
 
 @pytest.fixture(autouse=True, scope="module")
 def _single_threaded_blas():
-    """The machines are small and shared: multi-threaded BLAS spins under contention (DESIGN §6)."""
+    """The machines are small and shared: multi-threaded BLAS spins under contention (docs/design.md, "Conventions")."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover

@@ -2,8 +2,8 @@
 
 For one layer view at step t it reads W_t (``weight``), W_{t−1} (``previous``), ΔW_t = W_t − W_{t−1}
 (``update``) and the gradient G_{t−1} (``grad``), and compares the update's and the gradient's top-k singular
-vectors with those of W_{t−1} ("before") and W_t ("after"), as in PAPER §5.8 and claim 9. All decompositions
-go through :meth:`LayerState.svd` so they are shared with other analyzers.
+vectors with those of W_{t−1} ("before") and W_t ("after"), as in plugins/spectra_twolayer/PAPER_NOTES.md §5.8
+and claim 9. All decompositions go through :meth:`LayerState.svd` so they are shared with other analyzers.
 
 Metrics (``matrix="update"``; the gradient versions, where meaningful, have ``matrix="grad"``). Here k is
 the *effective* k = min(requested k, N, M), reported in the ``k`` row; X is ΔW or G; O^L[i, j] =

@@ -1,6 +1,7 @@
 """Singular-vector alignment between weights, updates and gradients.
 
-Pure float64 numpy/scipy maths used by the ``alignment`` analyzer (PAPER §5.8, claim 9):
+Pure float64 numpy/scipy maths used by the ``alignment`` analyzer (the weight–update overlaps of
+plugins/spectra_twolayer/PAPER_NOTES.md §5.8, claim 9):
 
 * :func:`top_svd`: the top-k singular triplets of a matrix, descending, with a deterministic sign.
 * :func:`overlap_matrix`: squared overlaps (U_aᵀU_b)² between two sets of singular vectors.

@@ -1,6 +1,6 @@
 """Empirical spectral density: eigenvalues of WᵀW.
 
-Convention (DESIGN §6): the eigenvalues are λ_i = σ_i(W)², taken from the smaller Gram side, with **no 1/N
+Convention (docs/design.md, "Conventions"): the eigenvalues are λ_i = σ_i(W)², taken from the smaller Gram side, with **no 1/N
 normalisation** (as in WeightWatcher) unless ``normalize=True``, in which case they are divided by
 N = max(rows, cols) (the HT-SR papers' (1/N)·WᵀW). They are returned ascending, as float64 numpy.
 
