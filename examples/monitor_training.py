@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # spectrum=True also records every eigenvalue, for the ESD-over-steps figure
     with spectra.SpectraMonitor(model, opt, every=args.every, log_dir=out / "log", run="mlp",
-                                analyzer_options={"esd": {"spectrum": True}}) as monitor:
+                                analyzer_options={"esd": {"spectrum": True}, "alignment": {"overlaps": "full"}}) as monitor:
         for _ in range(args.steps):
             x = torch.randn(256, 64)
             with torch.no_grad():

@@ -53,7 +53,7 @@ def mats():
 def test_metrics_match_bruteforce(mats):
     W0, W1, dW, G = mats
     k = 4
-    rows = AlignmentAnalyzer(k=k).analyze(_state(W1, W0, dW, G))
+    rows = AlignmentAnalyzer(k=k, overlaps="full").analyze(_state(W1, W0, dW, G))
     tab = _table(rows)
     Ub, Sb, Vhb = _svd(W0)
     Ua, Sa, Vha = _svd(W1)
@@ -94,7 +94,7 @@ def test_rank_one_update_along_top_direction():
     W0 = rng.standard_normal((80, 60))
     U, S, Vh = _svd(W0)
     dW = 2.5 * np.outer(U[:, 0], Vh[0])
-    tab = _table(AlignmentAnalyzer(k=3, grad=False).analyze(_state(W0 + dW, W0, dW)))
+    tab = _table(AlignmentAnalyzer(k=3, grad=False, overlaps="full").analyze(_state(W0 + dW, W0, dW)))
     for side in ("left", "right"):
         for when in ("before", "after"):
             assert _vals(tab, "update", f"overlap_top1_{side}_{when}") == pytest.approx(1.0, abs=1e-10)
@@ -124,18 +124,18 @@ def test_step0_and_missing_grad():
     rng = np.random.default_rng(3)
     W = rng.standard_normal((30, 20))
     assert list(AlignmentAnalyzer().analyze(_state(weight=W, step=0))) == []
-    rows = AlignmentAnalyzer(k=2).analyze(_state(W, W - 0.1, np.full_like(W, 0.1), None))
+    rows = AlignmentAnalyzer(k=2, overlaps="full").analyze(_state(W, W - 0.1, np.full_like(W, 0.1), None))
     assert rows and all(r.matrix == "update" for r in rows)
     # grad=False ignores a present gradient
-    rows = AlignmentAnalyzer(k=2, grad=False).analyze(_state(W, W - 0.1, np.full_like(W, 0.1), W))
+    rows = AlignmentAnalyzer(k=2, grad=False, overlaps="full").analyze(_state(W, W - 0.1, np.full_like(W, 0.1), W))
     assert all(r.matrix == "update" for r in rows) and not any(r.metric == "cos_update_grad" for r in rows)
 
 
 def test_previous_or_update_derived_when_missing(mats):
     W0, W1, dW, G = mats
-    ref = _table(AlignmentAnalyzer(k=3).analyze(_state(W1, W0, dW, G)))
+    ref = _table(AlignmentAnalyzer(k=3, overlaps="full").analyze(_state(W1, W0, dW, G)))
     for st in (_state(W1, None, dW, G), _state(W1, W0, None, G)):
-        got = _table(AlignmentAnalyzer(k=3).analyze(st))
+        got = _table(AlignmentAnalyzer(k=3, overlaps="full").analyze(st))
         assert got.keys() == ref.keys()
         for key in ref:
             for idx in ref[key]:
@@ -146,7 +146,7 @@ def test_zero_update_is_skipped_not_nan_crash():
     rng = np.random.default_rng(4)
     W = rng.standard_normal((40, 30))
     G = rng.standard_normal((40, 30))
-    rows = AlignmentAnalyzer(k=3).analyze(_state(W, W.copy(), np.zeros_like(W), G))
+    rows = AlignmentAnalyzer(k=3, overlaps="full").analyze(_state(W, W.copy(), np.zeros_like(W), G))
     tab = _table(rows)
     assert _vals(tab, "update", "relative_norm") == 0.0
     for metric in ("stable_rank", "subspace_fraction_before", "overlap_top1_left_before", "cos_update_grad"):
@@ -157,7 +157,7 @@ def test_zero_update_is_skipped_not_nan_crash():
     # the gradient is still analysed
     assert all(s == "ok" for _, s, _ in tab[("grad", "sv")].values())
     # a zero gradient too
-    tab = _table(AlignmentAnalyzer(k=3).analyze(_state(W, W.copy(), np.zeros_like(W), np.zeros_like(W))))
+    tab = _table(AlignmentAnalyzer(k=3, overlaps="full").analyze(_state(W, W.copy(), np.zeros_like(W), np.zeros_like(W))))
     (value, status, _), = tab[("grad", "stable_rank")].values()
     assert np.isnan(value) and status == "skipped"
 
@@ -166,7 +166,7 @@ def test_k_clamped_and_recorded():
     rng = np.random.default_rng(5)
     W0 = rng.standard_normal((12, 5))
     dW = 0.1 * rng.standard_normal((12, 5))
-    an = AlignmentAnalyzer(k=50)
+    an = AlignmentAnalyzer(k=50, overlaps="full")
     tab = _table(an.analyze(_state(W0 + dW, W0, dW, dW)))
     assert an.config() == {"k": 50, "grad": True, "overlaps": True}
     value, status, message = tab[("update", "k")][None]
@@ -184,7 +184,7 @@ def test_conv_like_stack_is_flattened():
     W0 = torch.tensor(rng.standard_normal((9, 16, 8)), dtype=torch.float32)  # kh·kw slices of out × in
     dW = 0.05 * torch.tensor(rng.standard_normal((9, 16, 8)), dtype=torch.float32)
     st = _state(W0 + dW, W0, dW, None)
-    tab = _table(AlignmentAnalyzer(k=3).analyze(st))
+    tab = _table(AlignmentAnalyzer(k=3, overlaps="full").analyze(st))
 
     def flat(t):
         return np.transpose(t.double().numpy(), (1, 2, 0)).reshape(16, 72)
@@ -199,7 +199,7 @@ def test_conv_like_stack_is_flattened():
 def test_shared_decompositions_are_used(mats):
     W0, W1, dW, G = mats
     st = _state(W1, W0, dW, G)
-    AlignmentAnalyzer(k=3).analyze(st)
+    AlignmentAnalyzer(k=3, overlaps="full").analyze(st)
     kinds = {key[1] for key in st._cache if key[0] == "svd"}
     assert kinds == {"weight", "previous", "update", "grad"}
 
@@ -215,7 +215,7 @@ def test_pair_index_roundtrip_and_errors():
 
 def test_bad_options_and_plugin():
     with pytest.raises(ValueError, match="positive integer"):
-        AlignmentAnalyzer(k=0)
+        AlignmentAnalyzer(k=0, overlaps="full")
     with pytest.raises(TypeError):
         AlignmentAnalyzer(kk=3)
     assert AlignmentAnalyzer.name == "alignment"
@@ -223,3 +223,19 @@ def test_bad_options_and_plugin():
     got = []
     AlignmentPlugin().spectra_register_analyzers(got.append)
     assert got == [AlignmentAnalyzer]
+
+
+def test_default_rows_are_compact_and_full_blocks_are_opt_in():
+    """By default O(k) summary rows per matrix pair; overlaps="full" adds the k x k blocks (k² rows each)."""
+    rng = np.random.default_rng(7)
+    W0, dW, G = rng.standard_normal((40, 30)), 0.1 * rng.standard_normal((40, 30)), rng.standard_normal((40, 30))
+    compact = list(AlignmentAnalyzer(k=10).analyze(_state(W0 + dW, W0, dW, G)))
+    full = list(AlignmentAnalyzer(k=10, overlaps="full").analyze(_state(W0 + dW, W0, dW, G)))
+    blocks = {m.metric for m in full} - {m.metric for m in compact}
+    pairs = {(m.matrix, m.metric) for m in full if m.metric in blocks}
+    assert blocks and len(full) - len(compact) == len(pairs) * 100  # each block: k² = 100 rows, now opt-in
+    assert len(compact) < len(full) / 3
+    kept = [(m.matrix, m.metric, m.index, m.value) for m in full if m.metric not in blocks]
+    assert kept == [(m.matrix, m.metric, m.index, m.value) for m in compact]  # the summaries are unchanged
+    with pytest.raises(ValueError, match="overlaps must be False, True or 'full'"):
+        AlignmentAnalyzer(overlaps="all")

@@ -91,7 +91,7 @@ def build_analyzers(spec: RunSpec, problem: Problem, cfg: TwoLayerConfig) -> tup
     k = min(cfg.overlap_k, spec.d, spec.h)
     if spec.alignment:
         analyzers.append("alignment")
-        options["alignment"] = {"k": k}
+        options["alignment"] = {"k": k, "overlaps": "full"}  # the overlap heatmaps need the k x k blocks
     analyzers.append(TeacherSimAnalyzer(beta=problem.beta, k=k if spec.alignment else 1))
     analyzers.append(ReadoutAnalyzer(
         X_probe=problem.probe.X, y_probe=problem.probe.y, X_test=problem.test.X, y_test=problem.test.y,

@@ -79,19 +79,24 @@ class AlignmentAnalyzer(Analyzer):
     Args:
         k: number of top singular vectors compared (clamped to min(N, M) per layer view).
         grad: also analyze the gradient G_{t−1}.
-        overlaps: emit the full k × k overlap blocks (k² rows each); the summaries are always emitted.
+        overlaps: ``False`` (default): the O(k) summaries only (top-1, max, argmax, subspace fractions,
+            principal angles); ``True`` or ``"full"``: also the full k × k overlap blocks (k² rows each, what
+            :func:`spectra.plot.plot_overlap_heatmap` draws).
         schedule: optional own schedule.
     """
 
     name = "alignment"
     needs = frozenset({"weight", "update", "grad"})
 
-    def __init__(self, *, k: int = 10, grad: bool = True, overlaps: bool = True, schedule: Any = None) -> None:
+    def __init__(self, *, k: int = 10, grad: bool = True, overlaps: bool | str = False,
+                 schedule: Any = None) -> None:
         super().__init__(schedule=schedule)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"alignment option k must be a positive integer, got {k!r}")
         self.k = int(k)
         self.grad = bool(grad)
+        if overlaps not in (True, False, "full"):
+            raise ValueError(f"alignment option overlaps must be False, True or 'full', got {overlaps!r}")
         self.overlaps = bool(overlaps)
         # without gradient metrics the monitor need not copy gradients
         self.needs = frozenset({"weight", "update", "grad"} if self.grad else {"weight", "update"})

@@ -51,7 +51,13 @@ def plot_overlap_heatmap(
             an entry count that is not a perfect square.
     """
     df = as_frame(results_or_frame)
-    sub = pick_run(select_metric(df, metric, scalar=False), run)
+    try:
+        sub = pick_run(select_metric(df, metric, scalar=False), run)
+    except ValueError as exc:
+        if metric.startswith("overlap_") and metric not in set(df["metric"].dropna()):
+            raise ValueError(f"{exc}. The k x k overlap blocks are recorded only on request: "
+                             "analyzer_options={'alignment': {'overlaps': 'full'}}") from exc
+        raise
     layers = list(dict.fromkeys(sub["layer"].astype(str)))
     if layer not in layers:
         raise ValueError(f"layer {layer!r} has no {metric!r} rows; available layers: {layers}")
