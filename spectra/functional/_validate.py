@@ -95,3 +95,23 @@ def as_float64_vector(x: Any) -> np.ndarray:
     if _is_torch_tensor(x):
         x = x.detach().to("cpu").double().numpy()
     return np.asarray(x, dtype=np.float64).ravel()
+
+
+def as_finite_stack(W: Any, *, name: str = "W") -> np.ndarray:
+    """A 2-D matrix or a 3-D stack of slices as a float64 (slices, rows, cols) numpy array (a matrix is one
+    slice).
+
+    Raises:
+        ValueError: not 2-D or 3-D, empty, or holding NaN/Inf (the count is given).
+    """
+    if _is_torch_tensor(W):
+        W = W.detach().to("cpu").double().numpy()
+    A = np.asarray(W, dtype=np.float64)
+    if A.ndim == 2:
+        A = A[None]
+    if A.ndim != 3 or A.size == 0:
+        raise ValueError(f"{name} must be a 2-D matrix or a 3-D stack of slices, got shape {A.shape}")
+    bad = int(np.count_nonzero(~np.isfinite(A)))
+    if bad:
+        raise ValueError(f"{name} holds {bad} non-finite value(s)")
+    return A

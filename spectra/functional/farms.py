@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validate import as_finite_stack
 from .powerlaw import TailFit, fit_power_law
 
 __all__ = ["FarmsESD", "farms_windows", "farms_esd", "farms_alpha"]
@@ -109,15 +110,7 @@ def farms_esd(W: Any, *, window: int = 100, q: float = 2.0, per_dim: int = 10, s
     Raises:
         ValueError: not a 2-D or 3-D array, or non-finite values.
     """
-    if hasattr(W, "detach"):
-        W = W.detach().to("cpu").double().numpy()
-    A = np.asarray(W, dtype=np.float64)
-    if A.ndim == 2:
-        A = A[None]
-    if A.ndim != 3 or A.size == 0:
-        raise ValueError(f"farms_esd needs a 2-D matrix or a 3-D stack, got shape {A.shape}")
-    if not np.all(np.isfinite(A)):
-        raise ValueError(f"matrix holds {int(np.count_nonzero(~np.isfinite(A)))} non-finite value(s)")
+    A = as_finite_stack(W)
     grid = farms_windows(A.shape[1:], window=window, q=q, per_dim=per_dim, min_window=min_window)
     if grid is None:
         return None

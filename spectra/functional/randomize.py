@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validate import as_finite_stack
 from .mp import mp_fit
 
 __all__ = ["RandomizedESD", "shuffle_matrix", "randomized_esd", "rand_distance", "DISTANCES"]
@@ -63,19 +64,6 @@ class RandomizedESD:
     ww_maxdist: float
 
 
-def _as_stack(W: Any) -> np.ndarray:
-    if hasattr(W, "detach"):
-        W = W.detach().to("cpu").double().numpy()
-    A = np.asarray(W, dtype=np.float64)
-    if A.ndim == 2:
-        A = A[None]
-    if A.ndim != 3 or A.size == 0:
-        raise ValueError(f"expected a 2-D matrix or a 3-D stack of slices, got shape {A.shape}")
-    if not np.all(np.isfinite(A)):
-        raise ValueError(f"matrix holds {int(np.count_nonzero(~np.isfinite(A)))} non-finite value(s)")
-    return A
-
-
 def shuffle_matrix(W: Any, rng: Any = None, *, permutation: np.ndarray | None = None) -> np.ndarray:
     """An element-shuffled copy of W (each slice of a 3-D stack shuffled separately).
 
@@ -89,7 +77,7 @@ def shuffle_matrix(W: Any, rng: Any = None, *, permutation: np.ndarray | None = 
     Returns:
         The shuffled copy, with W's shape (float64).
     """
-    A = _as_stack(W)
+    A = as_finite_stack(W)
     squeeze = np.ndim(W) == 2
     if permutation is not None:
         if A.shape[0] != 1:
@@ -157,7 +145,7 @@ def randomized_esd(W: Any, rng: Any = None, *, evals: Any = None, scale: float =
     """
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    A = _as_stack(W)
+    A = as_finite_stack(W)
     S = shuffle_matrix(A if np.ndim(W) == 3 else A[0], rng, permutation=permutation)
     S = S[None] if S.ndim == 2 else S
     lam_r = _evals(S, scale)
