@@ -17,7 +17,6 @@ distributed module.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from typing import Any, Sequence
 
@@ -280,12 +279,14 @@ class Pipeline:
         hook = self.pm.hook.spectra_log_records
         deferred: BaseException | None = None
         # one call per sink, in pluggy's call order, so a sink that raises does not starve the others; then ours
-        sinks = [(type(impl.plugin).__name__, impl.function) for impl in reversed(hook.get_hookimpls())
+        # (pluggy already parsed each implementation's argument names: no signature inspection per step)
+        sinks = [(type(impl.plugin).__name__, impl.function, impl.argnames)
+                 for impl in reversed(hook.get_hookimpls())
                  if not (getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False))]
-        sinks += [(type(s).__name__, s.spectra_log_records) for s in self.sinks]
-        for name, fn in sinks:
+        sinks += [(type(s).__name__, s.spectra_log_records, ("records", "step", "run")) for s in self.sinks]
+        for name, fn, argnames in sinks:
             try:
-                fn(**{k: v for k, v in kwargs.items() if k in inspect.signature(fn).parameters})
+                fn(**{k: kwargs[k] for k in argnames})
             except Exception as exc:
                 if self.plan is not None and self.policy.raises:
                     deferred = deferred or exc
