@@ -84,9 +84,8 @@ class EsdAnalyzer(Analyzer):
         eps = dtype_eps(getattr(layer.tensors.get(kind), "dtype", None))
         zero = not lam.max() > 0
         floor = noise_floor(float(lam.max()), N, M, eps) if not zero else 0.0
-        for metric, value in norm_metrics(lam, N=N).items():
-            if metric == "matrix_rank":  # eigenvalues above the rounding noise of the weights' own dtype
-                value = float(np.count_nonzero(lam > floor)) if not zero else 0.0
+        # matrix_rank: the eigenvalues above the rounding noise of the weights' own dtype
+        for metric, value in norm_metrics(lam, N=N, rank_floor=floor).items():
             if math.isfinite(value):
                 yield Measurement(metric, value, kind)
             else:

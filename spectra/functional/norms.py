@@ -58,7 +58,8 @@ def stable_rank(evals: Any) -> float:
     return float(lam.sum() / m) if m > 0 else math.nan
 
 
-def norm_metrics(evals: Any, *, N: int | None = None, alpha: float | None = None) -> dict[str, float]:
+def norm_metrics(evals: Any, *, N: int | None = None, alpha: float | None = None,
+                 rank_floor: float | None = None) -> dict[str, float]:
     """All WeightWatcher norm metrics of one ESD.
 
     Args:
@@ -66,6 +67,8 @@ def norm_metrics(evals: Any, *, N: int | None = None, alpha: float | None = None
         N: the larger dimension of the matrix (for ``matrix_rank`` / ``entropy``); defaults to len(evals).
         alpha: the power-law exponent, for ``alpha_weighted`` and ``log_alpha_norm``; omitted when None or not
             finite.
+        rank_floor: when given, ``matrix_rank`` counts the eigenvalues above it (e.g. :func:`noise_floor` of
+            the weights' dtype) instead of numpy's float64 rule.
 
     Returns:
         A dict keyed by WeightWatcher's metric names (see the module docstring). Logarithms of non-positive
@@ -89,7 +92,7 @@ def norm_metrics(evals: Any, *, N: int | None = None, alpha: float | None = None
             "log_norm": float(np.log10(total)),
             "log_spectral_norm": float(np.log10(lmax)),
             "stable_rank": total / lmax if lmax > 0 else math.nan,
-            "matrix_rank": float(matrix_rank(lam, N)),
+            "matrix_rank": float(matrix_rank(lam, N) if rank_floor is None else np.count_nonzero(lam > rank_floor)),
             "entropy": matrix_entropy(lam, N),
         }
         if alpha is not None and np.isfinite(alpha):
