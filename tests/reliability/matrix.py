@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-CASE_MODULES = ("fault_cases", "cases_runs", "cases_numbers", "cases_files", "cases_cli")
+CASE_MODULES = ("fault_cases", "cases_runs", "cases_storage", "cases_numbers", "cases_files", "cases_cli")
 
 ENTRY_FUNCTIONAL = "functional (esd / fit_power_law / norm_metrics / mp_fit)"
 ENTRY_ANALYZE = "spectra.analyze"
