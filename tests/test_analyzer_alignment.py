@@ -168,7 +168,7 @@ def test_k_clamped_and_recorded():
     dW = 0.1 * rng.standard_normal((12, 5))
     an = AlignmentAnalyzer(k=50, overlaps="full")
     tab = _table(an.analyze(_state(W0 + dW, W0, dW, dW)))
-    assert an.config() == {"k": 50, "grad": True, "overlaps": True}
+    assert an.config() == {"k": 50, "grad": True, "overlaps": "full"}
     value, status, message = tab[("update", "k")][None]
     assert value == 5 and status == "ok" and "clamped" in message
     assert len(tab[("update", "sv")]) == 5 and len(tab[("update", "overlap_left_before")]) == 25
@@ -225,17 +225,25 @@ def test_bad_options_and_plugin():
     assert got == [AlignmentAnalyzer]
 
 
-def test_default_rows_are_compact_and_full_blocks_are_opt_in():
-    """By default O(k) summary rows per matrix pair; overlaps="full" adds the k x k blocks (k² rows each)."""
+def test_default_rows_are_compact_and_more_detail_is_opt_in():
+    """By default the scalars, singular values and the top vector's overlaps (50 rows at k = 10 with the
+    gradient); "vectors" adds every vector's best match and the principal angles; "full" the k x k blocks."""
     rng = np.random.default_rng(7)
     W0, dW, G = rng.standard_normal((40, 30)), 0.1 * rng.standard_normal((40, 30)), rng.standard_normal((40, 30))
-    compact = list(AlignmentAnalyzer(k=10).analyze(_state(W0 + dW, W0, dW, G)))
-    full = list(AlignmentAnalyzer(k=10, overlaps="full").analyze(_state(W0 + dW, W0, dW, G)))
-    blocks = {m.metric for m in full} - {m.metric for m in compact}
-    pairs = {(m.matrix, m.metric) for m in full if m.metric in blocks}
-    assert blocks and len(full) - len(compact) == len(pairs) * 100  # each block: k² = 100 rows, now opt-in
-    assert len(compact) < len(full) / 3
-    kept = [(m.matrix, m.metric, m.index, m.value) for m in full if m.metric not in blocks]
-    assert kept == [(m.matrix, m.metric, m.index, m.value) for m in compact]  # the summaries are unchanged
-    with pytest.raises(ValueError, match="overlaps must be False, True or 'full'"):
+    st = _state(W0 + dW, W0, dW, G)
+    rows = {lv: list(AlignmentAnalyzer(k=10, overlaps=lv).analyze(st)) for lv in ("summary", "vectors", "full")}
+    assert len(rows["summary"]) == 50
+    assert [m.metric for m in AlignmentAnalyzer(k=10, overlaps=False).analyze(st)] == [m.metric for m in rows["summary"]]
+    assert [m.metric for m in AlignmentAnalyzer(k=10, overlaps=True).analyze(st)] == [m.metric for m in rows["full"]]
+    key = lambda m: (m.matrix, m.metric, m.index)  # noqa: E731
+    for small, big in (("summary", "vectors"), ("vectors", "full")):
+        extra = {key(m): m.value for m in rows[big]}
+        for m in rows[small]:  # every coarser row is in the finer table, with the same value
+            assert extra.pop(key(m)) == m.value
+        added = {(mx, metric) for mx, metric, _ in extra}
+        if small == "summary":  # 3 pairs (update before/after, grad before) x 2 sides: max and argmax for j >= 1
+            assert len(extra) == 6 * 2 * 9 + 2 * 10 and ("update", "principal_angle_left") in added
+        else:  # the 6 k x k blocks
+            assert len(extra) == 6 * 100 and all(metric.startswith("overlap_") for _, metric in added)
+    with pytest.raises(ValueError, match="overlaps must be one of 'summary', 'vectors', 'full'"):
         AlignmentAnalyzer(overlaps="all")

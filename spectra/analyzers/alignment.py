@@ -16,23 +16,32 @@ metric                         index  value
 ``sv``                         i      i-th largest singular value of X
 ``stable_rank``                –      ‖X‖²_F / σ₁(X)²
 ``overlap_{left,right}_{before,after}``
-                               i·k+j  O[i, j]; decode with :func:`decode_pair_index` (only with ``overlaps``)
+                               i·k+j  O[i, j]; decode with :func:`decode_pair_index` (only with ``overlaps="full"``)
 ``overlap_top1_{left,right}_{before,after}``
                                –      O[0, 0]: top singular vector of X against the top one of W
 ``overlap_max_{left,right}_{before,after}``
                                j      max_i O[i, j]: best match of X's j-th vector among W's top k
+                                      (j = 0 only, unless ``overlaps`` is ``"vectors"`` or ``"full"``)
 ``overlap_argmax_{left,right}_{before,after}``
-                               j      argmax_i O[i, j] (which of W's top-k vectors X's j-th one follows)
+                               j      argmax_i O[i, j] (which of W's top-k vectors X's j-th one follows;
+                                      j = 0 only, unless ``overlaps`` is ``"vectors"`` or ``"full"``)
 ``subspace_fraction_{before,after}``
                                –      ‖U_kᵀ X V_k‖²_F / ‖X‖²_F with U_k, V_k W's top-k singular vectors
 ``principal_angle_{left,right}``
                                i      principal angles (radians, ascending) between the top-k subspaces of
-                                      W_{t−1} and W_t (``matrix="update"`` only)
+                                      W_{t−1} and W_t (``matrix="update"`` only; with ``overlaps`` set to
+                                      ``"vectors"`` or ``"full"``)
 ``principal_angle_max_{left,right}``
                                –      the largest of them
 ``cos_update_grad``            –      ⟨ΔW, G⟩_F / (‖ΔW‖_F ‖G‖_F) (−1 for plain gradient descent)
 ``relative_norm``              –      ‖X‖_F / ‖W_{t−1}‖_F
 =============================  =====  ====================================================================
+
+How much is emitted (``overlaps``): the default ``"summary"`` gives the scalars, the singular values and the
+overlaps of X's *top* vector (j = 0) — 50 rows per layer view at k = 10 with the gradient, so that the monitor's
+default table stays small enough to leave on; ``"vectors"`` adds the per-vector profiles (``overlap_max``,
+``overlap_argmax`` for every j, the principal angles): 4k + 2 more rows per compared pair; ``"full"`` (or
+``True``) adds the k × k blocks as well (k² rows per block).
 
 For the gradient, only "before" metrics are emitted (G_{t−1} is computed at W_{t−1}), and no principal angles.
 At step 0 (only ``weight``) nothing is emitted. A zero update (frozen step) or zero gradient gives its
@@ -50,7 +59,10 @@ from ..hookspecs import hookimpl
 from ..snapshot import SVD, LayerState, Request
 from .base import Analyzer, Measurement
 
-__all__ = ["AlignmentAnalyzer", "AlignmentPlugin", "decode_pair_index", "encode_pair_index"]
+__all__ = ["AlignmentAnalyzer", "AlignmentPlugin", "OVERLAP_LEVELS", "decode_pair_index", "encode_pair_index"]
+
+#: how much of the overlap structure the analyzer emits, from least to most (see the module docstring)
+OVERLAP_LEVELS = ("summary", "vectors", "full")
 
 
 def encode_pair_index(i: int, j: int, k: int) -> int:
@@ -79,25 +91,33 @@ class AlignmentAnalyzer(Analyzer):
     Args:
         k: number of top singular vectors compared (clamped to min(N, M) per layer view).
         grad: also analyze the gradient G_{t−1}.
-        overlaps: ``False`` (default): the O(k) summaries only (top-1, max, argmax, subspace fractions,
-            principal angles); ``True`` or ``"full"``: also the full k × k overlap blocks (k² rows each, what
-            :func:`spectra.plot.plot_overlap_heatmap` draws).
+        overlaps: how much of the overlap structure to emit: ``"summary"`` (default; ``False`` means the
+            same): scalars, singular values and the overlaps of the top update/gradient vector;
+            ``"vectors"``: also ``overlap_max``/``overlap_argmax`` for every vector and the principal angles
+            (O(k) rows per pair); ``"full"`` (``True`` means the same): also the k × k overlap blocks (k² rows
+            each, what :func:`spectra.plot.plot_overlap_heatmap` draws).
         schedule: optional own schedule.
     """
 
     name = "alignment"
     needs = frozenset({"weight", "update", "grad"})
 
-    def __init__(self, *, k: int = 10, grad: bool = True, overlaps: bool | str = False,
+    def __init__(self, *, k: int = 10, grad: bool = True, overlaps: bool | str = "summary",
                  schedule: Any = None) -> None:
         super().__init__(schedule=schedule)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"alignment option k must be a positive integer, got {k!r}")
         self.k = int(k)
         self.grad = bool(grad)
-        if overlaps not in (True, False, "full"):
-            raise ValueError(f"alignment option overlaps must be False, True or 'full', got {overlaps!r}")
-        self.overlaps = bool(overlaps)
+        if overlaps is True or overlaps is False:
+            overlaps = "full" if overlaps else "summary"
+        if overlaps not in OVERLAP_LEVELS:
+            raise ValueError(
+                f"alignment option overlaps must be one of {', '.join(map(repr, OVERLAP_LEVELS))} (or True for "
+                f"'full', False for 'summary'), got {overlaps!r}"
+            )
+        self.overlaps: str = overlaps
+        self._vectors = overlaps != "summary"
         # without gradient metrics the monitor need not copy gradients
         self.needs = frozenset({"weight", "update", "grad"} if self.grad else {"weight", "update"})
 
@@ -144,7 +164,7 @@ class AlignmentAnalyzer(Analyzer):
             W_after = src.svd("weight", k) if src.has("weight") else None
             yield from self._against_weight(src, "update", k, norm_prev, W_prev, W_after)
             if W_after is not None:
-                yield from _angles(W_prev, W_after)
+                yield from _angles(W_prev, W_after, vectors=self._vectors)
             if has_grad:
                 cos = frobenius_cosine(src.array("update"), src.array("grad"))
                 if np.isnan(cos):
@@ -190,7 +210,7 @@ class AlignmentAnalyzer(Analyzer):
             yield Measurement(f"subspace_fraction_{when}", frac, matrix=kind)
 
     def _overlap_rows(self, O: np.ndarray, suffix: str, kind: str, k: int) -> Iterator[Measurement]:
-        if self.overlaps:
+        if self.overlaps == "full":
             for i in range(k):
                 for j in range(k):
                     yield Measurement(f"overlap_{suffix}", float(O[i, j]), matrix=kind,
@@ -198,17 +218,19 @@ class AlignmentAnalyzer(Analyzer):
         yield Measurement(f"overlap_top1_{suffix}", float(O[0, 0]), matrix=kind)
         best = O.max(axis=0)
         arg = O.argmax(axis=0)
-        for j in range(k):
+        width = k if self._vectors else 1  # "summary": X's top vector only
+        for j in range(width):
             yield Measurement(f"overlap_max_{suffix}", float(best[j]), matrix=kind, index=j)
-        for j in range(k):
+        for j in range(width):
             yield Measurement(f"overlap_argmax_{suffix}", float(arg[j]), matrix=kind, index=j)
 
 
-def _angles(W_prev: SVD, W_after: SVD) -> Iterator[Measurement]:
+def _angles(W_prev: SVD, W_after: SVD, *, vectors: bool) -> Iterator[Measurement]:
     for side, A, B in (("left", W_prev.U, W_after.U), ("right", W_prev.Vh.T, W_after.Vh.T)):
         theta = principal_angles(A, B)
-        for i, t in enumerate(theta):
-            yield Measurement(f"principal_angle_{side}", float(t), matrix="update", index=i)
+        if vectors:
+            for i, t in enumerate(theta):
+                yield Measurement(f"principal_angle_{side}", float(t), matrix="update", index=i)
         yield Measurement(f"principal_angle_max_{side}", float(theta[-1]), matrix="update")
 
 
