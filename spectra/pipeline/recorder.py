@@ -47,7 +47,7 @@ class Recorder:
 
     def relayer(self) -> None:
         """Pick up a grown layers table (parameters added to the optimizer)."""
-        self._results = Results(self._results.records, layers=self.pipeline.layer_rows, attrs=self._results.attrs)
+        self._results = self._results.with_layers(self.pipeline.layer_rows)
 
     @property
     def results(self) -> Results:

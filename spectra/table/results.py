@@ -1,7 +1,7 @@
 """Results: views over the tidy table (the frame, the wide per-layer table, spectra, summaries, concat).
 
-The rows are :class:`~spectra.table.schema.Record` objects (or a frame read from disk); reading and writing
-delegate to :mod:`spectra.table.storage`. Schema: docs/design.md, "The tidy table".
+The rows are held as columns (:class:`~spectra.table.columns.RecordColumns` blocks, one per ``extend``) or as a
+frame read from disk; reading and writing delegate to :mod:`spectra.table.storage`. Schema: docs/design.md, "The tidy table".
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .columns import RecordColumns
 from .schema import SCHEMA_VERSION, Record, concat_frames, layers_frame, normalize_frame, records_frame
 
 __all__ = ["Results"]
@@ -31,8 +32,9 @@ class Results:
         layers: Sequence[Mapping[str, Any]] | Any = (),
         attrs: Mapping[str, Any] | None = None,
     ) -> None:
-        self._records: list[Record] = list(records)
+        self._blocks: list[RecordColumns] = []
         self._frame = None
+        self.extend(records)
         if hasattr(layers, "columns"):
             self._layers = layers.copy()
         else:
@@ -50,17 +52,26 @@ class Results:
         return res
 
     def extend(self, records: Iterable[Record]) -> None:
-        """Append records (used by the monitor as steps are analyzed)."""
-        self._records.extend(records)
+        """Append records (used by the monitor as steps are analyzed); they are kept as columns."""
+        records = list(records)
+        if records:
+            self._blocks.append(RecordColumns.from_records(records))
+
+    def with_layers(self, layers: Sequence[Mapping[str, Any]] | Any) -> "Results":
+        """The same rows and attrs with another layers table (e.g. after parameters joined the optimizer)."""
+        out = Results(layers=layers, attrs=self.attrs)
+        out._blocks = list(self._blocks)
+        out._frame = self._frame
+        return out
 
     # ----------------------------------------------------------------- views
     def __len__(self) -> int:
-        return (len(self._frame) if self._frame is not None else 0) + len(self._records)
+        return (len(self._frame) if self._frame is not None else 0) + sum(len(b) for b in self._blocks)
 
     @property
     def records(self) -> list[Record]:
         """The in-memory records (empty for results read from disk; use :meth:`to_pandas`)."""
-        return list(self._records)
+        return [r for b in self._blocks for r in b.records()]
 
     @property
     def layers(self):
@@ -74,8 +85,10 @@ class Results:
         parts = []
         if self._frame is not None:
             parts.append(self._frame)
-        if self._records:
-            parts.append(records_frame(self._records))
+        if self._blocks:
+            block = RecordColumns.concat(self._blocks)
+            self._blocks = [block]  # concatenated once: later calls reuse it
+            parts.append(block.frame())
         if not parts:
             df = records_frame([])
         elif len(parts) == 1:

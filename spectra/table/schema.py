@@ -25,6 +25,8 @@ __all__ = [
     "LAYER_COLUMNS",
     "SCHEMA_VERSION",
     "records_frame",
+    "columns_frame",
+    "TEXT_COLUMNS",
     "concat_frames",
     "tag_column",
     "record_rows",
@@ -41,6 +43,7 @@ MATRICES = ("weight", "update", "grad", "delta")
 LAYER_COLUMNS = ("layer", "view", "module_type", "N", "M", "Q", "num_matrices", "dtype", "skip_reason")
 
 _STRING_COLUMNS = ("run", "layer", "view", "matrix", "analyzer", "metric", "status", "message")
+TEXT_COLUMNS = _STRING_COLUMNS  #: the text columns of :data:`COLUMNS`, in order
 _INT_COLUMNS = ("step", "index")
 
 
@@ -103,30 +106,57 @@ def records_from_rows(rows: Sequence[Sequence[Any]]) -> list[Record]:
 
 def records_frame(records: Sequence[Record]):
     """The tidy frame of ``records`` in canonical dtypes (tags become extra columns, in order of appearance)."""
+    index = [r.index for r in records]
+    return columns_frame(
+        {c: [getattr(r, c) for r in records] for c in _STRING_COLUMNS},
+        step=np.fromiter((r.step for r in records), dtype=np.int64, count=len(records)),
+        index=np.array([0 if i is None else i for i in index], dtype=np.int64),
+        has_index=np.array([i is not None for i in index], dtype=bool),
+        value=np.fromiter((r.value for r in records), dtype=np.float64, count=len(records)),
+        tags=[r.tags for r in records],
+    )
+
+
+def columns_frame(
+    text: Mapping[str, Sequence[str]],
+    *,
+    step: np.ndarray,
+    index: np.ndarray,
+    has_index: np.ndarray,
+    value: np.ndarray,
+    tags: Sequence[Mapping[str, Any]],
+):
+    """The tidy frame of rows given as columns (what :func:`records_frame` and columnar blocks build on).
+
+    Args:
+        text: the text columns (``run, layer, view, matrix, analyzer, metric, status, message``), one list each.
+        step: int64 steps.
+        index: int64 indices, read where ``has_index`` is True (``<NA>`` elsewhere).
+        has_index: whether each row has an index.
+        value: float64 values.
+        tags: each row's extra columns (rows may share one mapping).
+    """
     import pandas as pd
 
-    tag_keys: list[str] = []
-    for r in records:
-        for k in r.tags:
-            if k not in tag_keys and k not in COLUMNS:
-                tag_keys.append(k)
-    df = pd.DataFrame(
-        {
-            "run": pd.array([r.run for r in records], dtype="string"),
-            "step": pd.array([r.step for r in records], dtype="Int64"),
-            "layer": pd.array([r.layer for r in records], dtype="string"),
-            "view": pd.array([r.view for r in records], dtype="string"),
-            "matrix": pd.array([r.matrix for r in records], dtype="string"),
-            "analyzer": pd.array([r.analyzer for r in records], dtype="string"),
-            "metric": pd.array([r.metric for r in records], dtype="string"),
-            "index": pd.array([r.index for r in records], dtype="Int64"),
-            "value": np.asarray([r.value for r in records], dtype=np.float64),
-            "status": pd.array([r.status for r in records], dtype="string"),
-            "message": pd.array([r.message for r in records], dtype="string"),
-        }
-    )
-    for k in tag_keys:
-        df[k] = tag_column([r.tags.get(k) for r in records])
+    data: dict[str, Any] = {}
+    for c in COLUMNS:
+        if c == "step":
+            data[c] = pd.array(np.asarray(step, dtype=np.int64), dtype="Int64")
+        elif c == "index":
+            data[c] = pd.arrays.IntegerArray(np.array(index, dtype=np.int64), ~np.asarray(has_index, dtype=bool))
+        elif c == "value":
+            data[c] = np.array(value, dtype=np.float64)
+        else:
+            data[c] = pd.array(list(text[c]), dtype="string")
+    df = pd.DataFrame(data)
+    keys: list[str] = []
+    seen: set[int] = set()
+    for t in tags:  # rows of one analyzer call share one mapping: read each mapping once
+        if id(t) not in seen:
+            seen.add(id(t))
+            keys += [k for k in t if k not in keys and k not in COLUMNS]
+    for k in keys:
+        df[k] = tag_column([t.get(k) for t in tags])
     return normalize_frame(df)
 
 
