@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _lapack
+
 __all__ = ["GramReduction", "gram_reduce", "reduction_eigvalsh", "reduction_eigh_range", "gram_of"]
 
 # trace(G) outside [2**-_SAFE_EXP, 2**_SAFE_EXP] triggers a power-of-two rescaling of A before the product
@@ -106,7 +108,7 @@ def gram_reduce(A: np.ndarray, G: np.ndarray | None = None, scale: float = 1.0) 
         raise np.linalg.LinAlgError("the Gram matrix is not finite")
     lwork = max(1, int(lapack.dsytrd_lwork(n, lower=1)[0]))
     # G is symmetric, so its C-ordered buffer read in Fortran order is G itself: reduce it in place
-    c, d, e, tau, info = lapack.dsytrd(G.T, lower=1, lwork=lwork, overwrite_a=1)
+    c, d, e, tau, info = _lapack.dsytrd(G.T, lwork)
     if info != 0:
         raise np.linalg.LinAlgError(f"dsytrd failed (info={info})")
     return GramReduction(d=d, e=e, reflectors=c, tau=tau, scale=scale, fro2=fro2)
@@ -118,11 +120,9 @@ def reduction_eigvalsh(red: GramReduction) -> np.ndarray:
     Raises:
         numpy.linalg.LinAlgError: ``dsterf`` did not converge.
     """
-    from scipy.linalg import lapack
-
     if red.n == 1:
         return red.d * red.scale
-    w, info = lapack.dsterf(red.d, red.e)
+    w, info = _lapack.dsterf(red.d, red.e)
     if info != 0:
         raise np.linalg.LinAlgError(f"dsterf failed to converge (info={info})")
     return np.sort(w) * red.scale
@@ -175,15 +175,12 @@ def reduction_eigh_range(
         m, w, iblock, isplit, info = lapack.dstebz(red.d, red.e, 2, 0.0, 0.0, lo + 1, hi + 1, 0.0, b"B")
         if info != 0 or m != hi - lo + 1:
             raise np.linalg.LinAlgError(f"dstebz failed (info={info}, found {m} of {hi - lo + 1} eigenvalues)")
-    Z, info = lapack.dstein(red.d, red.e, w[:m], iblock, isplit)
+    Z, info = _lapack.dstein(red.d, red.e, w[:m], iblock, isplit)
     if info != 0:
         raise np.linalg.LinAlgError(f"dstein failed to converge for {info} eigenvector(s)")
     order = np.argsort(w[:m], kind="stable")
     w, Z = w[:m][order], np.asfortranarray(Z[:, order])
-    a = red.reflectors[1:, : n - 1]
-    lwork = int(lapack.dormqr(b"L", b"N", a, red.tau, Z[1:, :], -1)[1][0])
-    Zq, _, info = lapack.dormqr(b"L", b"N", a, red.tau, Z[1:, :], max(1, lwork), overwrite_c=1)
+    info = _lapack.dormqr_left(red.reflectors, red.tau, Z)
     if info != 0:
         raise np.linalg.LinAlgError(f"dormqr failed (info={info})")
-    Z[1:, :] = Zq
     return w * red.scale, Z

@@ -1,0 +1,58 @@
+"""The GIL-free LAPACK calls (spectra.functional._lapack) give the f2py wrappers' results bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.linalg import lapack
+
+from spectra.functional import _lapack
+from spectra.functional.tridiag import gram_reduce, reduction_eigh_range, reduction_eigvalsh
+
+
+def _gram(shape, seed):
+    A = np.random.default_rng(seed).standard_normal(shape) * np.geomspace(1, 1e-3, shape[1])
+    return A, A.T @ A
+
+
+def test_the_capsules_are_found():
+    assert _lapack.nogil_available()  # else every call silently holds the GIL again
+
+
+@pytest.mark.parametrize("shape", [(9, 2), (40, 17), (300, 130)])
+def test_kernels_match_scipy_bit_for_bit(shape):
+    _, G = _gram(shape, 3)
+    n = G.shape[0]
+    lwork = max(1, int(lapack.dsytrd_lwork(n, lower=1)[0]))
+    c0, d0, e0, t0, i0 = lapack.dsytrd(G.copy().T, lower=1, lwork=lwork)
+    c1, d1, e1, t1, i1 = _lapack.dsytrd(G.copy().T, lwork)
+    assert i0 == i1 == 0
+    for a, b in ((c0, c1), (d0, d1), (e0, e1), (t0, t1)):
+        assert np.array_equal(a, b)
+    w0, _ = lapack.dsterf(d0, e0)
+    w1, _ = _lapack.dsterf(d1, e1)
+    assert np.array_equal(w0, w1) and np.array_equal(d1, d0)  # inputs kept
+    if n < 2:
+        return
+    m, w, iblock, isplit, _ = lapack.dstebz(d0, e0, 2, 0.0, 0.0, max(1, n - 2), n, 0.0, b"B")
+    Z0, _ = lapack.dstein(d0, e0, w[:m], iblock, isplit)
+    Z1, info = _lapack.dstein(d0, e0, w[:m], iblock, isplit)
+    assert info == 0 and np.array_equal(Z0, Z1)
+    Z0, Z1 = np.asfortranarray(Z0), np.asfortranarray(Z1.copy())
+    a = c0[1:, : n - 1]
+    lw = int(lapack.dormqr(b"L", b"N", a, t0, Z0[1:, :], -1)[1][0])
+    Zq, _, _ = lapack.dormqr(b"L", b"N", a, t0, Z0[1:, :], lw)
+    assert _lapack.dormqr_left(c0, t0, Z1) == 0
+    assert np.array_equal(Zq, Z1[1:, :]) and np.array_equal(Z0[0], Z1[0])
+
+
+def test_fallback_without_capsules_gives_the_same_numbers(monkeypatch):
+    A, _ = _gram((120, 60), 5)
+    red = gram_reduce(A)
+    lam, (w, Z) = reduction_eigvalsh(red), reduction_eigh_range(red, 50, 59)
+    monkeypatch.setattr(_lapack, "_routine", lambda name: None)
+    red2 = gram_reduce(A)
+    assert not _lapack.nogil_available()
+    assert np.array_equal(reduction_eigvalsh(red2), lam)
+    w2, Z2 = reduction_eigh_range(red2, 50, 59)
+    assert np.array_equal(w2, w) and np.array_equal(Z2, Z)
