@@ -3,9 +3,14 @@
 A :class:`LayerState` holds *copies* (never the live parameters) of one layer view at one step: the weight
 W_t, the previous weight W_{t−1}, the update ΔW_t = W_t − W_{t−1} and the gradient G_{t−1} that produced it,
 each only when some due analyzer asked for it. Decompositions (eigenvalues, top-k or full SVDs) are computed
-at most once per matrix per snapshot, in float64 on CPU (eigenvalues of CUDA tensors on their device), and
-shared: each matrix has one :class:`~spectra.functional.decompose.Decomposer`, so one Gram product and one
-tridiagonal reduction serve both ``evals(kind)`` and ``svd(kind, k)``.
+at most once per matrix per snapshot and shared: each matrix has one decomposer
+(:func:`spectra.functional.backend.make_decomposer`), so one Gram product and one reduction serve both
+``evals(kind)`` and ``svd(kind, k)``. A CUDA tensor stays on its device and is decomposed there
+(:class:`~spectra.functional.torch_decompose.TorchDecomposer`; only eigenvalues and top-k triplets come to the
+host, and :meth:`LayerState.array` makes a host copy only when an analyzer asks for one); anything else is
+copied once to float64 numpy and decomposed with LAPACK (:class:`~spectra.functional.decompose.Decomposer`).
+The context entries ``"backend"`` (``"auto"``, ``"torch"``, ``"lapack"``) and ``"precision"`` (``"fp64"``,
+``"fp32"``) override that choice (docs/gpu.md).
 
 **The decomposition plan.** Which route is cheapest depends on everything that will be asked of a matrix
 (e.g. a numerically low-rank update asked only for its top-k triplets takes a QR route that skips the
@@ -24,9 +29,10 @@ shared reduction.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -141,6 +147,14 @@ def _to_numpy64(t: Any) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
+def _flatten_tensor(t: Any) -> Any:
+    """:func:`_flatten_stack` of a torch tensor, on its device (the same column order)."""
+    if t.dim() == 2:
+        return t.detach()
+    s, r, c = t.shape
+    return t.detach().permute(1, 2, 0).reshape(r, c * s)
+
+
 def _flatten_stack(a: np.ndarray) -> np.ndarray:
     """A (slices, rows, cols) stack seen as one matrix rows × (cols·slices), for vector-based metrics."""
     if a.ndim == 2:
@@ -163,7 +177,8 @@ class LayerState:
         normalize: divide eigenvalues by N (the (1/N)·WᵀW convention).
         esd_method: method passed to :func:`spectra.functional.esd`.
         module_type: class name of the owning module.
-        context: free-form extras (e.g. the learning rate) for analyzers that want them.
+        context: free-form extras (e.g. the learning rate) for analyzers that want them; ``"backend"`` and
+            ``"precision"`` choose the decomposition backend (:func:`spectra.functional.backend.make_decomposer`).
     """
 
     layer: str
@@ -214,19 +229,32 @@ class LayerState:
         return shp  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ decompositions
+    def _backend(self, kind: str) -> str:
+        """``"torch"`` (on the tensor's device) or ``"lapack"`` (float64 numpy on the host) for a kind: the
+        ``"backend"`` context entry (default ``"auto"``: CUDA tensors on their device)."""
+        from .functional.backend import select_backend
+
+        return select_backend(self._require(kind), self.context.get("backend", "auto"))
+
     def _decomposer(self, kind: str) -> Any:
-        """The shared :class:`~spectra.functional.decompose.Decomposer` of a kind (of the flattened stack)."""
+        """The shared decomposer of a kind (of the flattened stack), from
+        :func:`~spectra.functional.backend.make_decomposer`."""
         key = ("decomposer", kind)
         if key not in self._cache:
-            from .functional.decompose import Decomposer
+            from .functional.backend import make_decomposer
 
             strict = self._cache.get(("plan", "strict"), True)
-            self._cache[key] = Decomposer(self.array(kind), name="W", strict=strict)
+            t = self._require(kind)
+            # the torch backend reads the tensor where it is; LAPACK (and arrays) the float64 host copy
+            A = _flatten_tensor(t) if self._backend(kind) == "torch" and hasattr(t, "detach") else self.array(kind)
+            self._cache[key] = make_decomposer(
+                A, name="W", strict=strict, backend=self.context.get("backend", "auto"),
+                precision=self.context.get("precision", "fp64"),
+            )
         return self._cache[key]
 
-    def _evals_on_host(self, kind: str) -> bool:
-        t = self._require(kind)
-        return len(tuple(t.shape)) == 2 and not getattr(t, "is_cuda", False)
+    def _evals_from_decomposer(self, kind: str) -> bool:
+        return len(tuple(self._require(kind).shape)) == 2
 
     def prefetch(self, requests: "DecompositionPlan | Iterable[Request]", *, compute: bool = True) -> None:
         """Declare what the analyzers will ask, and (by default) compute it now, once per matrix.
@@ -240,40 +268,76 @@ class LayerState:
         Errors (a non-finite matrix, an overflowing Gram matrix) are not raised here: the analyzer whose call
         needs the failed decomposition gets the exception, exactly as without a plan.
         """
+        tasks = self.prefetch_tasks(requests)
+        if compute:
+            for task in tasks:
+                task()
+
+    def prefetch_tasks(self, requests: "DecompositionPlan | Iterable[Request]") -> list[Callable[[], None]]:
+        """Record the plan (as :meth:`prefetch` does) and return one task per matrix kind that computes it.
+
+        Tasks of different kinds share nothing but this snapshot's cache (distinct keys), so they may run in
+        parallel threads (the LAPACK kernels release the GIL); a task never raises: an error surfaces again at
+        the analyzer's own call, as with :meth:`prefetch`.
+        """
         plan = requests if isinstance(requests, DecompositionPlan) else DecompositionPlan(requests)
         self._cache[("plan", "strict")] = plan.strict
-        for key, dec in self._cache.items():
+        for key, dec in list(self._cache.items()):
             if key[0] == "decomposer":
                 dec.strict = plan.strict
+        tasks: list[Callable[[], None]] = []
         for kind, (ev, k) in plan.items():
             if not self.has(kind):
                 continue
             try:
-                on_host = self._evals_on_host(kind)
-                if k != 0 or (ev and on_host):
-                    self._decomposer(kind).plan(evals=ev and on_host, k=k)
-                if not compute:
-                    continue
-                if ev:
-                    self.evals(kind)
-                if k != 0:
-                    self.svd(kind, k)
+                shared = self._evals_from_decomposer(kind)
+                if k != 0 or (ev and shared):
+                    self._decomposer(kind).plan(evals=ev and shared, k=k)
             except Exception as exc:  # surfaces again, with its traceback, at the analyzer's own call
                 logger.debug("prefetch of %s/%s %r failed: %r", self.layer, self.view, kind, exc)
+                continue
+            if ev or k != 0:
+                tasks.append(functools.partial(self._compute_kind, kind, ev, k))
+        return tasks
+
+    def _compute_kind(self, kind: str, evals: bool, k: int | None) -> None:
+        """One kind's planned decompositions (a :meth:`prefetch_tasks` task): errors are logged, not raised."""
+        try:
+            if evals:
+                self.evals(kind)
+            if k != 0:
+                self.svd(kind, k)
+        except Exception as exc:  # surfaces again, with its traceback, at the analyzer's own call
+            logger.debug("prefetch of %s/%s %r failed: %r", self.layer, self.view, kind, exc)
 
     def evals(self, kind: str = "weight") -> np.ndarray:
         """Eigenvalues of the matrix's Gram (pooled over slices, scaled by ``eig_scale``), ascending."""
         key = ("evals", kind)
         if key not in self._cache:
-            from .functional.esd import esd, esd_from, esd_pooled
+            from .functional.esd import esd_from, esd_pooled
 
             t = self._require(kind)
+            torch_backend = self._backend(kind) == "torch"
             if len(tuple(t.shape)) == 3:
-                lam = esd_pooled(t, scale=self.eig_scale, normalize=self.normalize, method=self.esd_method)
-            elif getattr(t, "is_cuda", False):  # stay on the device
-                lam = esd(t, normalize=self.normalize, method=self.esd_method) * self.eig_scale
-            else:  # the shared decomposition of the float64 copy that the SVDs use too
-                lam = esd_from(self._decomposer(kind), normalize=self.normalize, method=self.esd_method)
+                if torch_backend:  # one batched solve on the device
+                    from .functional.torch_decompose import torch_esd_pooled
+
+                    lam = torch_esd_pooled(
+                        t, scale=self.eig_scale, normalize=self.normalize, method=self.esd_method,
+                        precision=self.context.get("precision", "fp64"),
+                        strict=self._cache.get(("plan", "strict"), True),
+                    )
+                else:
+                    src = _to_numpy64(t) if getattr(t, "is_cuda", False) else t  # backend="lapack"
+                    lam = esd_pooled(src, scale=self.eig_scale, normalize=self.normalize, method=self.esd_method)
+            else:  # the shared decomposition that the SVDs use too
+                dec = self._decomposer(kind)
+                if torch_backend:
+                    from .functional.torch_decompose import torch_esd_from
+
+                    lam = torch_esd_from(dec, normalize=self.normalize, method=self.esd_method)
+                else:
+                    lam = esd_from(dec, normalize=self.normalize, method=self.esd_method)
                 lam = lam * self.eig_scale
             lam.setflags(write=False)
             self._cache[key] = lam
@@ -287,7 +351,7 @@ class LayerState:
         and :mod:`spectra.functional.decompose` for the routes).
         """
         best = None
-        for key, val in self._cache.items():
+        for key, val in list(self._cache.items()):  # a copy: other kinds' tasks may add entries meanwhile
             if key[0] != "svd" or key[1] != kind:
                 continue
             if val.full or (k is not None and len(val.S) >= k):
