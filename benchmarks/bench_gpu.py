@@ -357,7 +357,8 @@ def section_accuracy(cfg: dict, device: str, budget: Budget, notes: list[str], s
 
 def section_batched(cfg: dict, device: str, budget: Budget, notes: list[str]) -> list[dict]:
     from spectra.functional.decompose import Decomposer
-    from spectra.functional.torch_decompose import TorchDecomposer, batched_eigvals
+    from spectra.functional.torch_decompose import TorchDecomposer
+    from spectra.functional.torch_esd import batched_eigvals
 
     rows = []
     for B, N, M in cfg["stacks"]:

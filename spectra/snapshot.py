@@ -320,7 +320,7 @@ class LayerState:
             torch_backend = self._backend(kind) == "torch"
             if len(tuple(t.shape)) == 3:
                 if torch_backend:  # one batched solve on the device
-                    from .functional.torch_decompose import torch_esd_pooled
+                    from .functional.torch_esd import torch_esd_pooled
 
                     lam = torch_esd_pooled(
                         t, scale=self.eig_scale, normalize=self.normalize, method=self.esd_method,
@@ -330,14 +330,8 @@ class LayerState:
                 else:
                     src = _to_numpy64(t) if getattr(t, "is_cuda", False) else t  # backend="lapack"
                     lam = esd_pooled(src, scale=self.eig_scale, normalize=self.normalize, method=self.esd_method)
-            else:  # the shared decomposition that the SVDs use too
-                dec = self._decomposer(kind)
-                if torch_backend:
-                    from .functional.torch_decompose import torch_esd_from
-
-                    lam = torch_esd_from(dec, normalize=self.normalize, method=self.esd_method)
-                else:
-                    lam = esd_from(dec, normalize=self.normalize, method=self.esd_method)
+            else:  # the shared decomposition that the SVDs use too (either backend)
+                lam = esd_from(self._decomposer(kind), normalize=self.normalize, method=self.esd_method)
                 lam = lam * self.eig_scale
             lam.setflags(write=False)
             self._cache[key] = lam

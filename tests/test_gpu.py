@@ -12,6 +12,7 @@ from test_torch_backend import (
     check_agrees_with_lapack,
     check_batched,
     check_edge_cases,
+    check_esd_entry_points,
     check_families,
     check_fp32_bounds,
     check_input_dtypes,
@@ -56,6 +57,11 @@ def test_fp32_within_documented_bounds():
 
 def test_batched_eigvals():
     check_batched(CUDA)
+
+
+@pytest.mark.parametrize("backend", [None, "torch"])
+def test_esd_entry_points_on_the_device(backend):
+    check_esd_entry_points(CUDA, backend)
 
 
 @pytest.mark.parametrize("backend", [None, "torch"])

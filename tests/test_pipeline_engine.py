@@ -305,3 +305,53 @@ def test_resolve_options_for_an_instance_say_why(registry):
     with pytest.raises(ValueError) as info:
         resolve_analyzers([EsdAnalyzer()], registry, {"esd": {"spectrum": True}})
     assert "not in use" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- thread pool
+def _pool_states(seed: int = 0) -> list[LayerState]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, shape in enumerate([(60, 40), (50, 50), (30, 70), (45, 20)]):
+        W0 = rng.standard_normal(shape)
+        dW = 0.01 * rng.standard_normal(shape) if i != 2 else np.outer(rng.standard_normal(shape[0]),
+                                                                          rng.standard_normal(shape[1]))
+        G = rng.standard_normal(shape)
+        if i == 3:
+            G[0, 0] = np.nan  # a failing matrix: its rows fail the same way with and without the pool
+        out.append(LayerState(f"l{i}", "W", 3, {"weight": W0 + dW, "previous": W0, "update": dW, "grad": G}))
+    return out
+
+
+def test_a_thread_pool_changes_no_record():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spectra.analyzers.alignment import AlignmentAnalyzer
+
+    def run(executor):
+        analyzers = [EsdAnalyzer(), TailAnalyzer(), AlignmentAnalyzer(k=5, overlaps="full")]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return run_analyzers(_pool_states(), analyzers, run="r", policy=ErrorPolicy("ignore"),
+                                 executor=executor)
+
+    serial = run(None)
+    with ThreadPoolExecutor(2) as pool:
+        threaded = run(pool)
+    assert [repr(r) for r in threaded] == [repr(r) for r in serial]  # same rows, order and bits (NaN included)
+    assert any(r.status == "failed" for r in serial) and len(serial) > 500
+
+
+def test_profile_receives_each_snapshot_and_analyzer():
+    calls = []
+
+    class Sink:
+        def add(self, stage, analyzer, layer, view, seconds):
+            calls.append((stage, analyzer, layer, view))
+            assert seconds >= 0
+
+    states = _pool_states()[:2]
+    run_analyzers(states, [EsdAnalyzer(), TailAnalyzer()], run="r", policy=ErrorPolicy("ignore"), profile=Sink())
+    assert calls == [(stage, an, f"l{i}", "W") for i in range(2)
+                     for stage, an in (("decompose", ""), ("analyzer", "esd"), ("analyzer", "tail"))]

@@ -1,4 +1,4 @@
-"""The torch decomposition backend (spectra.functional.torch_decompose, .backend) on CPU tensors.
+"""The torch decomposition backend (spectra.functional.torch_decompose, .torch_esd, .backend) on CPU tensors.
 
 The very same device code path as on CUDA (tests/test_gpu.py runs these checks there): TorchDecomposer against
 scipy's full SVD (the LAPACK Decomposer's contract: 1e-10 relative down to the rank floor), the float32 mode
@@ -18,17 +18,14 @@ from hypothesis import strategies as st
 from spectra.analyzers.alignment import AlignmentAnalyzer
 from spectra.analyzers.esd import EsdAnalyzer
 from spectra.analyzers.tail import TailAnalyzer
-from spectra.functional import esd_pooled, fit_power_law
+from spectra.functional import esd, esd_pooled, fit_power_law
 from spectra.functional.backend import BACKENDS, make_decomposer, select_backend
 from spectra.functional.certify import EVALS_RTOL, rank_floor
 from spectra.functional.decompose import Decomposer
-from spectra.functional.torch_decompose import (
-    TorchDecomposer,
-    batched_eigvals,
-    matmul_eps,
-    torch_esd_from,
-    torch_esd_pooled,
-)
+from spectra.functional.esd import esd_from
+from spectra.functional.torch_decompose import TorchDecomposer
+from spectra.functional.torch_esd import batched_eigvals, torch_esd_pooled
+from spectra.functional.torch_precision import matmul_eps
 from spectra.snapshot import DecompositionPlan, LayerState, Request
 
 EPS = np.finfo(np.float64).eps
@@ -235,10 +232,10 @@ def check_edge_cases(device):
                                    rtol=1e-12)
     big = TorchDecomposer(torch.tensor(A * 1e200, device=device))
     with pytest.raises(ValueError, match="overflow float64"):
-        torch_esd_from(big)
+        esd_from(big)
     np.testing.assert_allclose(big.top_svd(3)[1], np.linalg.svd(A * 1e200, compute_uv=False)[:3], rtol=1e-12)
     with pytest.raises(ValueError, match="underflow float64"):
-        torch_esd_from(TorchDecomposer(torch.tensor(A * 1e-170, device=device)))
+        esd_from(TorchDecomposer(torch.tensor(A * 1e-170, device=device)))
 
 
 def check_validation(device):
@@ -334,6 +331,46 @@ def check_batched(device):
         batched_eigvals(torch.ones(2, 2, 2, 2, device=device))
     with pytest.raises(ValueError, match="overflow"):
         torch_esd_pooled(torch.tensor(stack * 1e200, device=device))
+
+
+def check_esd_entry_points(device, backend):
+    """esd(), esd_pooled() and esd_from() on the device path: the TorchDecomposer's and batched_eigvals' numbers,
+    with the same checks and messages as on the host."""
+    rng = np.random.default_rng(9)
+    kw = {} if backend is None else {"backend": backend}
+    for shape in [(60, 40), (40, 60), (50, 50)]:
+        A = rng.standard_normal(shape)
+        t = torch.tensor(A, dtype=torch.float32, device=device)
+        lam = esd(t, **kw)
+        np.testing.assert_array_equal(lam, TorchDecomposer(t, name="W").eigvals())
+        ref = esd(t.cpu().numpy())  # the LAPACK Decomposer's, certified to the same contract
+        np.testing.assert_allclose(lam, ref, rtol=2e-10, atol=4 * rank_floor(np.sqrt(ref[-1]), shape) ** 2)
+        np.testing.assert_array_equal(esd(t, normalize=True, method="svd", **kw),
+                                      TorchDecomposer(t).eigvals("svd") / max(shape))
+        np.testing.assert_array_equal(esd_from(TorchDecomposer(t), method="eigh"), TorchDecomposer(t).eigvals("eigh"))
+    stack = rng.standard_normal((9, 20, 12))
+    ts = torch.tensor(stack, device=device)
+    for normalize in (False, True):
+        np.testing.assert_array_equal(esd_pooled(ts, scale=0.5, normalize=normalize, **kw),
+                                      torch_esd_pooled(ts, scale=0.5, normalize=normalize))
+        np.testing.assert_allclose(esd_pooled(list(ts), scale=0.5, normalize=normalize, **kw),
+                                   esd_pooled(stack, scale=0.5, normalize=normalize), rtol=1e-10)
+    np.testing.assert_array_equal(esd_pooled(ts[0], scale=2.0, **kw), 2.0 * esd(ts[0], **kw))
+    A = rng.standard_normal((30, 20))
+    with pytest.raises(ValueError, match="overflow float64"):
+        esd(torch.tensor(A * 1e200, device=device), **kw)
+    with pytest.raises(ValueError, match="underflow float64"):
+        esd(torch.tensor(A * 1e-170, device=device), **kw)
+    with pytest.raises(ValueError, match="overflow float64"):
+        esd_pooled(ts * 1e200, **kw)
+    with pytest.raises(ValueError, match="W holds 1 non-finite"):
+        esd(torch.tensor([[np.nan, 1.0]], device=device), **kw)
+    with pytest.raises(ValueError, match="W must be 2-D"):
+        esd(torch.ones(3, device=device), **kw)
+    with pytest.raises(ValueError, match="needs at least one matrix"):
+        esd_pooled(torch.ones(0, 3, 4, device=device), **kw)
+    with pytest.raises(ValueError, match="unknown esd method"):
+        esd(torch.ones(3, 3, device=device), method="qr", **kw)
 
 
 def _state(device, weight, previous=None, update=None, grad=None, **context):
@@ -464,6 +501,26 @@ def test_fp32_eps_follows_torch_matmul_precision():
 
 def test_batched_eigvals():
     check_batched("cpu")
+
+
+def test_esd_entry_points_on_the_torch_backend():
+    check_esd_entry_points("cpu", "torch")
+
+
+def test_esd_entry_points_stay_on_lapack_by_default(rng):
+    """Host inputs keep the LAPACK Decomposer's numbers bit for bit, whatever the entry point."""
+    W = rng.standard_normal((70, 50))
+    stack = rng.standard_normal((4, 20, 12))
+    for method in ("auto", "eigh", "svd"):
+        ref = esd_from(Decomposer(W), method=method)
+        for x in (W, torch.tensor(W), W.astype(np.float32).astype(np.float64)):
+            np.testing.assert_array_equal(esd(x, method=method), esd_from(Decomposer(x), method=method))
+        np.testing.assert_array_equal(esd(W, method=method, backend="lapack"), ref)
+        pooled = np.sort(np.concatenate([esd_from(Decomposer(m), method=method) for m in stack])) * 0.5
+        for x in (stack, torch.tensor(stack), list(stack)):
+            np.testing.assert_array_equal(esd_pooled(x, scale=0.5, method=method), pooled)
+    with pytest.raises(ValueError, match="unknown decomposition backend 'gpu'"):
+        esd(W, backend="gpu")
 
 
 def test_plan_shares_one_eigensolve(monkeypatch):

@@ -39,7 +39,7 @@ _EXPORTS = {
     "mp_median": "mp",
     "Decomposer": "decompose",
     "TorchDecomposer": "torch_decompose",
-    "batched_eigvals": "torch_decompose",
+    "batched_eigvals": "torch_esd",
     "make_decomposer": "backend",
     "svd_from_factors": "lowrank",
     "gram_error_bound": "certify",

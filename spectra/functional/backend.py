@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .torch_decompose import PRECISIONS, check_precision
+from .torch_precision import PRECISIONS, check_precision
 
 __all__ = ["BACKENDS", "PRECISIONS", "select_backend", "make_decomposer"]
 

@@ -17,8 +17,13 @@ Backends (chosen by measurement, see ``benchmarks/bench_esd.py`` and ``benchmark
   that are not (the bottom of a square layer's spectrum, which reaches down to ~0) are recomputed from the
   same reduction by a Rayleigh–Ritz step on W with a Kato–Temple certificate; only when that fails
   (rank-deficient or nearly low-rank matrices, clustered tiny eigenvalues) does ``"svd"`` run. See
-  :class:`spectra.functional.decompose.Decomposer`. On CUDA, ``"auto"`` keeps the simpler rule of earlier
-  versions: ``"svd"`` when ``λ_min < AUTO_SVD_RCOND · λ_max``.
+  :class:`spectra.functional.decompose.Decomposer`.
+
+Where the work runs is :func:`spectra.functional.backend.make_decomposer`'s choice (``backend=``): by default a
+CUDA tensor stays on its device, where :class:`~spectra.functional.torch_decompose.TorchDecomposer` runs the same
+routes with the same certificates in ``torch.linalg`` (a stack of slices: one batched solve,
+:func:`spectra.functional.torch_esd.batched_eigvals`); anything else goes to LAPACK on the host.
+``backend="torch"`` takes the device path on a CPU tensor or an array too.
 """
 
 from __future__ import annotations
@@ -27,57 +32,22 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import as_matrix
+from ._esd_checks import ESD_METHODS, TINY, check_method, check_underflow, overflow_error
+from .backend import make_decomposer, select_backend
 
 __all__ = ["esd", "esd_from", "esd_pooled", "ESD_METHODS", "AUTO_SVD_RCOND"]
 
-ESD_METHODS = ("auto", "eigh", "svd")
-# CUDA tensors only: "auto" takes the SVD when λ_min < AUTO_SVD_RCOND · λ_max (CPU: the error bound decides)
+# the CUDA-only rule of earlier versions ("auto" took the SVD when λ_min < AUTO_SVD_RCOND · λ_max); no route
+# uses it any more (every backend certifies each eigenvalue), it stays importable for existing code
 AUTO_SVD_RCOND = 1e-6
 
 
-def _check_method(method: str) -> None:
-    if method not in ESD_METHODS:
-        raise ValueError(f"unknown esd method {method!r}; allowed: {', '.join(ESD_METHODS)}")
-
-
-def _gram_eigvals(A) -> np.ndarray:
-    import torch
-
-    G = A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T
-    return torch.linalg.eigvalsh(G).cpu().numpy()
-
-
-def _svd_eigvals(A) -> np.ndarray:
-    import torch
-
-    s = torch.linalg.svdvals(A).cpu().numpy()
-    return np.sort(s**2)
-
-
-def _cuda_eigvals(A, method: str) -> np.ndarray:
-    if method == "svd":
-        return _svd_eigvals(A)
-    # eigenvalues of a PSD Gram matrix that come out slightly negative are rounding noise around zero
-    lam = np.clip(_gram_eigvals(A), 0.0, None)
-    if method == "auto" and lam.size and lam[-1] > 0 and lam[0] < AUTO_SVD_RCOND * lam[-1]:
-        return _svd_eigvals(A)
-    return lam
-
-
-_TINY = float(np.finfo(np.float64).tiny)
-
-
-def _overflow(A: Any) -> ValueError:
-    peak = float(abs(A).max())
-    return ValueError(
-        f"the eigenvalues of WᵀW overflow float64 (largest |W| entry {peak:.3g}, shape {tuple(A.shape)}); "
-        "rescale W first (eigenvalues scale with the square of W)"
-    )
-
-
 def esd_from(decomposer: Any, *, normalize: bool = False, method: str = "auto") -> np.ndarray:
-    """:func:`esd` of the matrix held by a :class:`~spectra.functional.decompose.Decomposer`, sharing its work.
+    """:func:`esd` of the matrix held by a decomposer, sharing its work.
+
+    Either backend's decomposer: a :class:`~spectra.functional.decompose.Decomposer` (LAPACK on the host) or a
+    :class:`~spectra.functional.torch_decompose.TorchDecomposer` (its matrix stays on its device; only the
+    eigenvalues come to the host).
 
     Args:
         decomposer: the matrix's decomposer (its Gram reduction also serves its top-k singular triplets).
@@ -89,66 +59,50 @@ def esd_from(decomposer: Any, *, normalize: bool = False, method: str = "auto") 
         normalised: do not modify it).
 
     Raises:
-        ValueError: the eigenvalues overflow float64, or ``method`` is unknown.
+        ValueError: the eigenvalues overflow or underflow float64, or ``method`` is unknown.
     """
-    _check_method(method)
+    check_method(method)
     err = None
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             lam = decomposer.eigvals(method)
-    except np.linalg.LinAlgError as exc:  # a Gram matrix that overflowed to inf makes LAPACK fail
+    except np.linalg.LinAlgError as exc:  # a Gram matrix that overflowed to inf makes the solver fail
         lam, err = None, exc
     if lam is None or not np.all(np.isfinite(lam)):
-        raise _overflow(decomposer.matrix) from err
-    peak = float(np.abs(decomposer.matrix).max()) if lam.size and lam[-1] < _TINY else 0.0
-    if peak > 0 and peak * peak < _TINY:  # σ_max ≥ max|w|: λ_max would be subnormal or zero
-        raise ValueError(
-            f"the eigenvalues of WᵀW underflow float64 (largest |W| entry {peak:.3g}, shape "
-            f"{tuple(decomposer.shape)}): they would come out as zeros or subnormals; rescale W first "
-            "(eigenvalues scale with the square of W)"
-        )
+        raise overflow_error(decomposer.matrix) from err
+    if lam.size and lam[-1] < TINY:  # σ_max ≥ max|w|: λ_max would be subnormal or zero
+        check_underflow(decomposer.matrix)
     if normalize:
         lam = lam / float(max(decomposer.shape))
     return lam
 
 
-def esd(W: Any, *, normalize: bool = False, method: str = "auto") -> np.ndarray:
+def esd(W: Any, *, normalize: bool = False, method: str = "auto", backend: str = "auto") -> np.ndarray:
     """Eigenvalues of WᵀW (the smaller Gram side), ascending, float64.
 
     Args:
         W: a 2-D torch tensor (any float dtype including bf16/fp16, any device) or array-like.
         normalize: divide by N = max(W.shape) (the (1/N)·WᵀW convention of the HT-SR papers).
-        method: ``"auto"`` (Gram + eigh with an SVD fallback for ill-conditioned spectra), ``"eigh"`` or
-            ``"svd"``. See the module docstring for accuracy.
+        method: ``"auto"`` (Gram + eigh, certified, with refinement or an SVD where the bound fails), ``"eigh"``
+            or ``"svd"``. See the module docstring for accuracy.
+        backend: ``"auto"`` (a CUDA tensor on its device, anything else with LAPACK on the host), ``"torch"``
+            or ``"lapack"``; see :func:`spectra.functional.backend.make_decomposer`.
 
     Returns:
-        ``numpy.ndarray`` of min(W.shape) eigenvalues, ascending, float64. Computed on the tensor's device when
-        it is a CUDA tensor; only the eigenvalues are copied to the host.
+        ``numpy.ndarray`` of min(W.shape) eigenvalues, ascending, float64. On the torch backend the work runs on
+        the tensor's device; only the eigenvalues are copied to the host.
 
     Raises:
-        ValueError: W is not 2-D, is empty, holds NaN/Inf (the count is given), or ``method`` is unknown.
+        ValueError: W is not 2-D, is empty, holds NaN/Inf (the count is given), its eigenvalues overflow or
+            underflow float64, or ``method`` or ``backend`` is unknown.
         TypeError: W is complex or not numeric.
     """
-    _check_method(method)
-    A = as_matrix(W)
-    if isinstance(A, np.ndarray):
-        from .decompose import Decomposer
-
-        return esd_from(Decomposer(A, name="W"), normalize=normalize, method=method)
-    err = None
-    try:
-        lam = _cuda_eigvals(A, method)
-    except RuntimeError as exc:  # a Gram matrix that overflowed to inf makes the solver fail
-        lam, err = None, exc
-    if lam is None or not np.all(np.isfinite(lam)):
-        raise _overflow(A) from err
-    if normalize:
-        lam = lam / float(max(A.shape))
-    return lam
+    check_method(method)
+    return esd_from(make_decomposer(W, name="W", backend=backend), normalize=normalize, method=method)
 
 
 def esd_pooled(
-    matrices: Any, *, scale: float = 1.0, normalize: bool = False, method: str = "auto"
+    matrices: Any, *, scale: float = 1.0, normalize: bool = False, method: str = "auto", backend: str = "auto"
 ) -> np.ndarray:
     """Pooled ESD of a stack of matrices (e.g. the kh·kw slices of a Conv2d), ascending.
 
@@ -157,14 +111,21 @@ def esd_pooled(
         scale: multiply every eigenvalue by this factor (WeightWatcher's Conv2d convention is ½).
         normalize: divide each slice's eigenvalues by its N = max(rows, cols).
         method: as in :func:`esd`.
+        backend: as in :func:`esd`. A 3-D stack on the torch backend is solved in one batched call
+            (:func:`spectra.functional.torch_esd.torch_esd_pooled`); a sequence is decomposed slice by slice,
+            each slice on its own backend.
 
     Returns:
         The concatenated, scaled eigenvalues of every slice, sorted ascending.
     """
-    _check_method(method)
+    check_method(method)
     if hasattr(matrices, "dim") and matrices.dim() == 2 or getattr(matrices, "ndim", None) == 2:
-        return esd(matrices, normalize=normalize, method=method) * scale
-    parts = [esd(m, normalize=normalize, method=method) for m in matrices]
+        return esd(matrices, normalize=normalize, method=method, backend=backend) * scale
+    if getattr(matrices, "ndim", None) == 3 and len(matrices) and select_backend(matrices, backend) == "torch":
+        from .torch_esd import torch_esd_pooled
+
+        return torch_esd_pooled(matrices, scale=scale, normalize=normalize, method=method)
+    parts = [esd(m, normalize=normalize, method=method, backend=backend) for m in matrices]
     if not parts:
         raise ValueError("esd_pooled needs at least one matrix")
     return np.sort(np.concatenate(parts)) * scale

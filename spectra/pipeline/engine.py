@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from concurrent.futures import Executor, Future
+from time import perf_counter
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 from ..analyzers.base import Analyzer, Measurement
@@ -163,41 +165,91 @@ def run_analyzers(
     policy: ErrorPolicy,
     hook: Any = None,
     tags: Mapping[str, Any] | None = None,
+    profile: Any = None,
+    executor: Executor | None = None,
 ) -> list[Record]:
     """Run each analyzer on each snapshot; return the records.
 
     An analyzer whose required needs (:func:`runtime_needs`) the snapshot cannot meet (no update at step 0) is
-    silently not run. Any exception
-    from an analyzer becomes one ``failed`` row, a call of the ``spectra_analyzer_error`` hook, and goes
-    through ``policy`` (keyed by analyzer, layer and view).
+    silently not run. Any exception from an analyzer becomes one ``failed`` row, a call of the
+    ``spectra_analyzer_error`` hook, and goes through ``policy`` (keyed by analyzer, layer and view).
+
+    Before a snapshot's analyzers run, its decompositions are computed from every runnable analyzer's requests
+    (one :class:`~spectra.snapshot.DecompositionPlan` per snapshot). With an ``executor`` (a thread pool), the
+    matrices of a snapshot are decomposed in parallel threads (the LAPACK kernels release the GIL), and the next
+    snapshot's decompositions start while this one's analyzers run; the records, their order and their values
+    are the same as without one.
+
+    Args:
+        states: the snapshots, in the order their records come out.
+        analyzers: the analyzers, in the order their records come out for each snapshot.
+        run: the ``run`` column.
+        policy: what to do with a failure.
+        hook: the plugin manager's hook relay (``spectra_analyzer_error``).
+        tags: extra columns of every record.
+        profile: an object with ``add(stage, analyzer, layer, view, seconds)`` (e.g.
+            :class:`spectra.pipeline.profile.Profile`) that receives the time of each snapshot's decompositions
+            (``"decompose"``) and of each analyzer call (``"analyzer"``).
+        executor: a thread pool for the decompositions (``None``: all in this thread).
     """
     tags = dict(tags or {})
     records: list[Record] = []
-    for st in states:
-        runnable = [an for an in analyzers if all(st.has(k) for k in runtime_needs(an))]
-        # one decomposition per matrix, by the cheapest exact route serving every analyzer (never raises)
-        st.prefetch(DecompositionPlan.collect(runnable, st))
+    planned = [(st, [an for an in analyzers if all(st.has(k) for k in runtime_needs(an))]) for st in states]
+    pending = _start_decompositions(planned, 0, executor)
+    for i, (st, runnable) in enumerate(planned):
+        t0 = perf_counter()
+        for future in pending:  # this snapshot's decompositions (their errors surface at the analyzer's call)
+            future.result()
+        pending = _start_decompositions(planned, i + 1, executor)
+        t1 = perf_counter()
+        if profile is not None:
+            profile.add("decompose", "", st.layer, st.view, t1 - t0)
         for an in runnable:
-            try:
-                produced = [_check_measurement(m, an) for m in an.analyze(st)]
-            except Exception as exc:
-                msg = f"{type(exc).__name__}: {exc}"
-                if hook is not None and not policy.raises:
-                    try:
-                        hook.spectra_analyzer_error(analyzer=an, layer=st.layer, error=exc)
-                    except Exception as hook_exc:  # an observer must not break the loop either
-                        logger.warning("spectra_analyzer_error hook raised: %r", hook_exc)
-                policy.handle(
-                    exc, key=(an.name, st.layer, st.view),
-                    message=f"spectra: analyzer {an.name!r} failed on layer {st.layer!r} (view {st.view!r}) at "
-                            f"step {st.step}: {msg}",
-                )
-                records.append(Record.failed(run=run, step=st.step, layer=st.layer, view=st.view,
-                                             analyzer=an.name, message=msg, tags=tags))
-                continue
-            records.extend(
-                Record(run, st.step, st.layer, st.view, m.matrix, an.name, m.metric, float(m.value),
-                       None if m.index is None else int(m.index), m.status, m.message, tags)
-                for m in produced
-            )
+            records.extend(_run_one(st, an, run=run, policy=policy, hook=hook, tags=tags))
+            if profile is not None:
+                t2 = perf_counter()
+                profile.add("analyzer", an.name, st.layer, st.view, t2 - t1)
+                t1 = t2
     return records
+
+
+def _start_decompositions(planned: Sequence[tuple[LayerState, list[Analyzer]]], i: int,
+                          executor: Executor | None) -> list[Future]:
+    """Plan snapshot ``i``'s decompositions and start them (one task per matrix); without an executor run them
+    now. Returns the futures to wait for (empty when they ran here or ``i`` is past the end)."""
+    if i >= len(planned):
+        return []
+    st, runnable = planned[i]
+    # one decomposition per matrix, by the cheapest exact route serving every analyzer (tasks never raise)
+    tasks = st.prefetch_tasks(DecompositionPlan.collect(runnable, st))
+    if executor is None:
+        for task in tasks:
+            task()
+        return []
+    return [executor.submit(task) for task in tasks]
+
+
+def _run_one(st: LayerState, an: Analyzer, *, run: str, policy: ErrorPolicy, hook: Any,
+             tags: Mapping[str, Any]) -> list[Record]:
+    """One analyzer on one snapshot: its records, or the failed row (after the hook and the policy)."""
+    try:
+        produced = [_check_measurement(m, an) for m in an.analyze(st)]
+    except Exception as exc:
+        msg = f"{type(exc).__name__}: {exc}"
+        if hook is not None and not policy.raises:
+            try:
+                hook.spectra_analyzer_error(analyzer=an, layer=st.layer, error=exc)
+            except Exception as hook_exc:  # an observer must not break the loop either
+                logger.warning("spectra_analyzer_error hook raised: %r", hook_exc)
+        policy.handle(
+            exc, key=(an.name, st.layer, st.view),
+            message=f"spectra: analyzer {an.name!r} failed on layer {st.layer!r} (view {st.view!r}) at "
+                    f"step {st.step}: {msg}",
+        )
+        return [Record.failed(run=run, step=st.step, layer=st.layer, view=st.view, analyzer=an.name,
+                              message=msg, tags=tags)]
+    return [
+        Record(run, st.step, st.layer, st.view, m.matrix, an.name, m.metric, float(m.value),
+               None if m.index is None else int(m.index), m.status, m.message, tags)
+        for m in produced
+    ]
