@@ -3,9 +3,9 @@
 ``step`` counts completed ``optimizer.step()`` calls (steps a ``GradScaler`` skips are not counted); step 0 is
 the initial weights. A row at step t describes W_t, the update ΔW_t = W_t − W_{t−1} and the gradient G_{t−1}
 that produced it. A step with nothing due costs O(1): no clone, no ``.item()``, no device sync. On a due step
-the pre-hook copies what the due analyzers need (:mod:`spectra.pipeline.capture`) and the post-hook hands the
-copies to the :class:`~spectra.pipeline.Pipeline`. LBFGS fires the hooks once per ``step(closure)``, so ΔW is
-the whole step's change. The whole lifecycle: docs/design.md, "The monitor's lifecycle".
+the pre-hook copies what the due analyzers need (:mod:`spectra.pipeline.capture`), the post-hook hands them to
+a :class:`~spectra.pipeline.background.StepRunner` (the pipeline, now or in a worker thread). LBFGS fires the
+hooks once per ``step(closure)``: ΔW is the whole step's change. See docs/design.md, "The monitor's lifecycle".
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import warnings
 import weakref
 from typing import Any, Mapping
 
+from .pipeline.background import StepRunner
 from .pipeline.capture import needs_of, take_copies, warn_outside_optimizer
 from .pipeline.recorder import Recorder
 from .pipeline.settings import DRIVER_DEFAULTS, Settings
@@ -32,9 +33,7 @@ def _weak_hook(monitor: "SpectraMonitor", method: str) -> Any:
 
     def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
         target = ref()
-        if target is None:
-            return None
-        return getattr(target, method)(optimizer, args, kwargs)
+        return None if target is None else getattr(target, method)(optimizer, args, kwargs)
 
     hook.__name__ = f"spectra_{method.strip('_')}"
     return hook
@@ -62,12 +61,14 @@ class SpectraMonitor:
             ``fit``, ``analyzer_options``, ``conv_slices``, ``normalize``, ``esd_method``, ``on_error``,
             ``log_dir``, ``keep_in_memory``, ``tags``, ``run``, ``plugins``, ``plugin_manager``,
             ``blas_threads`` (default 1: multi-threaded LAPACK right after a training step, while torch's
-            OpenMP workers still spin, was measured ~30x slower) and ``distributed``.
+            OpenMP workers still spin, was measured ~30x slower), ``distributed``, ``background`` (analyze in
+            a worker thread), ``background_queue`` and ``warn_overhead`` (default 0.5: warn above 50% overhead).
 
     Raises:
         TypeError: ``optimizer`` is not a ``torch.optim.Optimizer`` or ``model`` not an ``nn.Module``; an
             unknown option or a value of the wrong type.
-        ValueError: unknown analyzer name (the registered ones are listed) or bad option value.
+        ValueError: unknown analyzer name (the registered ones are listed) or bad option value;
+            ``background=True`` under ``torch.distributed``.
     """
 
     def __init__(self, model: Any, optimizer: Any, *, settings: Settings | None = None, attach: bool = True,
@@ -99,14 +100,16 @@ class SpectraMonitor:
         self._seen_ids = {id(e.param) for e in self._pipeline.entries} | self._optimizer_param_ids()
         self._step0_done = False
         self._recorder = Recorder(self._pipeline)
+        self._runner = StepRunner(self._pipeline, self._recorder)  # now, or in a worker; watches the cost
+        if self.settings.background:  # flush, stop the worker when collected or at exit (no reference to self)
+            weakref.finalize(self, self._runner.shutdown)
         if attach:
             try:
                 self.attach()
             except BaseException:  # e.g. on_error="raise" at step 0: leave no hooks on the optimizer
-                self.detach()
+                self._detach(raise_errors=False)
                 raise
 
-    # ------------------------------------------------------------------ settings seen from outside
     @property
     def analyzers(self) -> list[Any]:
         """The resolved analyzer instances."""
@@ -120,7 +123,6 @@ class SpectraMonitor:
     def _optimizer_param_ids(self) -> set[int]:
         return {id(p) for g in self.optimizer.param_groups for p in g["params"]}
 
-    # ------------------------------------------------------------------ attach / detach
     @property
     def attached(self) -> bool:
         """Whether the optimizer hooks are registered."""
@@ -145,22 +147,25 @@ class SpectraMonitor:
         self._pipeline.notify("spectra_monitor_attached", monitor=self)
         if self.step == 0 and not self._step0_done:
             self._step0_done = True
-            due = self._pipeline.due(0)
-            if due:
-                self._recorder.add(self._pipeline.run(0, due))
+            if due := self._pipeline.due(0):
+                self._runner.submit(0, due, {}, guard=False)
         return self
 
     def detach(self) -> None:
-        """Remove the hooks. Idempotent; the records stay available."""
+        """Remove the hooks, wait for the background analysis (raising what failed there under
+        ``on_error="raise"``) and stop its worker. Idempotent; the records stay available."""
+        self._detach(raise_errors=True)
+
+    def _detach(self, *, raise_errors: bool) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
         self._pending = None
-        was = self._attached
-        self._attached = False
+        was, self._attached = self._attached, False
         if was and not self._detached_once:
             self._detached_once = True
             self._pipeline.notify("spectra_monitor_detached", monitor=self)
+        self._runner.close(raise_errors=raise_errors)
 
     def close(self) -> None:
         """Detach for good and release the model, the optimizer and the layer entries (a detached monitor keeps
@@ -181,39 +186,34 @@ class SpectraMonitor:
                         "monitor.state_dict() with the checkpoint and load_state_dict() it into a new monitor")
 
     def __enter__(self) -> "SpectraMonitor":
-        return self
+        return self  # __exit__: detach; an exception on its way out wins over a pending background failure
 
     def __exit__(self, *exc: Any) -> None:
-        self.detach()
+        self._detach(raise_errors=exc[0] is None)
 
     def __del__(self) -> None:  # hooks hold only a weak reference: remove them when the monitor is collected
         try:
-            handles = self._handles
-            for h in handles:
+            for h in self._handles:
                 h.remove()
-            if handles and getattr(self, "_attached", False) and self.step == getattr(self, "_attach_step", -1):
+            if self._handles and getattr(self, "_attached", False) and self.step == getattr(self, "_attach_step", -1):
                 # collected before it saw a single step: almost surely created without keeping a reference
-                warnings.warn(
-                    "spectra: a SpectraMonitor was garbage-collected while attached, so its hooks were removed. "
-                    "Keep a reference (monitor = SpectraMonitor(...)) or use it as a context manager.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                warnings.warn("spectra: a SpectraMonitor was garbage-collected while attached, so its hooks were "
+                              "removed. Keep a reference (monitor = SpectraMonitor(...)) or use it as a context "
+                              "manager.", RuntimeWarning, stacklevel=2)
         except Exception:
             pass
 
     # ------------------------------------------------------------------ hooks
     def _pre_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        runner = self._runner
+        if runner.errors:  # a background failure under on_error="raise": raised at the next hook call
+            runner.raise_pending()
         step = self.step + 1
+        if runner.watch is not None:  # only over the first steps (cost awareness)
+            runner.tick(step)
         due = self._pipeline.due(step)
-        if not due:
-            return None
-        try:
-            self._capture(step, due)
-        except Exception as exc:  # capture must never break training
+        if due and not runner.before_step(step, lambda: self._capture(step, due)):  # capture never breaks training
             self._pending = None
-            self._pipeline.policy.handle(exc, key=("capture", step),
-                                         message=f"spectra: could not capture step {step}: {exc!r}")
         return None  # never change the optimizer's arguments
 
     def _capture(self, step: int, due: list[Any]) -> None:
@@ -228,28 +228,23 @@ class SpectraMonitor:
         captured = self._pending if self._pending_step == step else None
         self._pending, self._pending_step = None, None
         due = self._pipeline.due(step)
-        failures = self._pipeline.take_failures()
-        if failures:  # a schedule raised: its failed rows go out like any record
-            self._pipeline.emit(failures, step)
-            self._recorder.add(failures)
-        if captured is None:
-            if self._pipeline.plan is None or not due:
-                return None
-            captured = {}  # distributed: a rank whose capture failed still joins the step's gather
-        try:
+        failures = self._pipeline.take_failures()  # a schedule raised: its failed rows go out like any record
+        if captured is None and (self._pipeline.plan is None or not due):
+            return self._runner.submit(step, None, {}, failures=failures) if failures else None
+        try:  # distributed: a rank whose capture failed still joins the step's gather (with no copies)
             in_opt = self._optimizer_param_ids()
             self._pick_up_new_params(in_opt)
-            self._recorder.add(self._pipeline.run(step, due, captured, include=in_opt))
+            self._runner.after_step(step, due, captured or {}, include=in_opt, failures=failures)
         except Exception as exc:
             self._pipeline.policy.handle(exc, key=("step", step),
                                          message=f"spectra: analysis of step {step} failed: {exc!r}")
-        finally:
-            captured.clear()
-        return None
+        if self._runner.errors:
+            self._runner.raise_pending()
 
     def _pick_up_new_params(self, in_opt: set[int]) -> None:
         """Parameters added to the optimizer after attach (``add_param_group``) are analyzed from then on."""
         if in_opt - self._seen_ids:
+            self._runner.flush(raise_errors=False)  # the worker must not read the layers while they change
             self._seen_ids |= in_opt
             if self._pipeline.add_new_params(in_opt):
                 self._recorder.relayer()
@@ -262,8 +257,15 @@ class SpectraMonitor:
 
     @property
     def results(self) -> Results:
-        """All records so far, with the layers table and conventions."""
+        """All records so far, with the layers table and conventions (waits for the background analysis)."""
+        self._runner.flush()
         return self._recorder.results
+
+    def profile(self):
+        """Where the analysis time went: seconds and counts per stage, analyzer or sink, layer and view, summed
+        over the due steps so far (a ``pandas.DataFrame``, slowest first; :mod:`spectra.pipeline.profile`)."""
+        self._runner.flush()
+        return self._pipeline.profile.to_pandas(background=self.settings.background)
 
     def to_pandas(self):
         """The tidy table (see :class:`~spectra.Results`)."""
@@ -275,26 +277,24 @@ class SpectraMonitor:
 
     def state_dict(self) -> dict[str, Any]:
         """What resumes this monitor: the step counter and, with ``log_dir``, a cursor into it (the run id), so
-        its size does not grow with the records; without ``log_dir`` the records themselves."""
+        its size does not grow with the records; without ``log_dir`` the records themselves (after a flush)."""
+        self._runner.flush()
         return self._recorder.state_dict(step=self.step)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from :meth:`state_dict` (call it right after construction, before training continues).
-
-        See :meth:`spectra.pipeline.recorder.Recorder.load_state_dict`.
+        """Resume from :meth:`state_dict` right after construction (:meth:`.Recorder.load_state_dict`).
 
         Raises:
             ValueError: the state is malformed or points into a ``log_dir`` this monitor does not stream to.
             RuntimeError: the monitor has already recorded training steps.
         """
         self._recorder.check_state(state)
+        self._runner.flush()  # step 0, analyzed in the background, is taken back
         if self.step > 0:
             raise RuntimeError(f"this monitor has already recorded steps up to {self.step}; load_state_dict must "
                                "come before training continues (build a new monitor and load the state into it)")
         self.step = self._recorder.load_state_dict(state)
 
     def __repr__(self) -> str:
-        return (
-            f"SpectraMonitor(step={self.step}, layers={len(self._pipeline.entries)}, "
-            f"analyzers={[a.name for a in self.analyzers]}, attached={self._attached})"
-        )
+        return (f"SpectraMonitor(step={self.step}, layers={len(self._pipeline.entries)}, "
+                f"analyzers={[a.name for a in self.analyzers]}, attached={self._attached})")

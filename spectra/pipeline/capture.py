@@ -8,7 +8,9 @@ analyzer declared it needs it:
 * ``"grad"`` → the gradient, densified and in float32 or wider.
 
 Copies are made under ``torch.no_grad()`` and never alias the live tensors; the live parameters, gradients and
-optimizer state are never written. :func:`layer_states` turns one entry's copies into frozen
+optimizer state are never written. An analysis that runs later, in a worker thread (``background=True``), also
+needs W_t itself frozen: :func:`copy_weights` copies it after the step, so nothing the worker reads is a live
+tensor that later training could change. :func:`layer_states` turns one entry's copies into frozen
 :class:`~spectra.snapshot.LayerState` snapshots, one per matrix view.
 """
 
@@ -19,9 +21,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..snapshot import LayerState
 
-__all__ = ["Copies", "needs_of", "take_copies", "layer_states", "warn_outside_optimizer"]
+__all__ = ["Copies", "needs_of", "take_copies", "copy_weights", "layer_states", "warn_outside_optimizer"]
 
-# param id -> {"previous": W_{t-1} copy, "grad": G_{t-1} copy}
+# param id -> {"previous": W_{t-1} copy, "grad": G_{t-1} copy, and with background=True "weight": W_t copy}
 Copies = dict[int, dict[str, Any]]
 
 
@@ -75,15 +77,41 @@ def take_copies(entries: Sequence[Any], needs: frozenset[str], include: set[int]
     return copies
 
 
+def copy_weights(copies: Copies, entries: Sequence[Any], include: set[int] | None = None) -> Copies:
+    """Add a copy of W_t, taken after the step, to each entry's copies (in place), for a later analysis.
+
+    The copy keeps the parameter's dtype and device (so the numbers are those of the live parameter's) and is
+    made under ``torch.no_grad()``; :func:`layer_states` then reads it instead of the live parameter.
+
+    Args:
+        copies: from :func:`take_copies` (entries without copies get an item).
+        entries: the layer entries to copy (this rank's share).
+        include: ids of the parameters to analyze; ``None`` takes all.
+
+    Returns:
+        ``copies``, with ``"weight"`` in the item of every included entry.
+    """
+    import torch
+
+    with torch.no_grad():
+        for e in entries:
+            p = e.param
+            if include is not None and id(p) not in include:
+                continue
+            copies.setdefault(id(p), {})["weight"] = p.detach().clone()
+    return copies
+
+
 def layer_states(
     entry: Any, step: int, item: Mapping[str, Any], *, normalize: bool, esd_method: str
 ) -> list[LayerState]:
     """The snapshots of one entry after the step: W_t from the live parameter, ΔW_t and G_{t−1} from ``item``.
 
     ``item`` holds the copies taken before the step: ``"previous"`` (W_{t−1}; the update is W_t − W_{t−1}) and
-    ``"grad"``. A delta analysis (``spectra.analyze(..., base=)``) also passes ``"weight"`` (W_t, e.g. a
-    LoRA layer's merged weight, instead of the live parameter) and ``"update"`` (ΔW exactly, e.g. B·A,
-    instead of the difference), both of the parameter's shape.
+    ``"grad"``. A background analysis (:func:`copy_weights`) and a delta analysis (``spectra.analyze(...,
+    base=)``) also pass ``"weight"`` (W_t copied after the step, or a LoRA layer's merged weight, instead of
+    the live parameter); a delta analysis also ``"update"`` (ΔW exactly, e.g. B·A, instead of the
+    difference), both of the parameter's shape.
 
     Raises:
         ValueError: the parameter changed shape since its copy was taken.

@@ -10,6 +10,9 @@ policy, the sinks and, under ``torch.distributed``, the shard plan. A driver onl
 With ``base=`` (offline only) the snapshots compare each layer with the base model's (W_{t−1} = W_base), and
 the rows about ΔW = W − W_base are labelled ``matrix="delta"`` (:mod:`spectra.pipeline.deltas`).
 
+Every run adds its timings to :attr:`Pipeline.profile` (:mod:`spectra.pipeline.profile`): the snapshots per
+layer, the shared decompositions and each analyzer per view, each sink per step.
+
 ``SpectraMonitor`` calls it from its optimizer post-step hook, ``spectra.analyze`` once at step 0, and a
 framework callback from wherever its framework says a step ended. Single-process runs never import the
 distributed module.
@@ -18,6 +21,7 @@ distributed module.
 from __future__ import annotations
 
 import warnings
+from time import perf_counter
 from typing import Any, Sequence
 
 from ..layers import discover_layers, layers_table_rows, selector_miss_message
@@ -30,6 +34,7 @@ from ..threads import limit_blas_threads
 from .capture import Copies, layer_states
 from .deltas import DELTA, BaseMissing, BaseWeights, analyze_with_base, skipped_record
 from .engine import ErrorPolicy, resolve_analyzers, run_analyzers
+from .profile import Profile
 from .settings import Settings
 
 __all__ = ["Pipeline"]
@@ -54,6 +59,7 @@ class Pipeline:
         self.source = source
         self.target = target
         self.policy = ErrorPolicy(settings.on_error)
+        self.profile = Profile()
         self.pm = settings.plugin_manager or get_plugin_manager(
             plugins=settings.plugins, builtin_options={"spectra.layers": dict(settings.layer_rules)}
         )
@@ -188,6 +194,7 @@ class Pipeline:
             Exception: only under ``on_error="raise"`` (after the gather when distributed).
         """
         copies = copies or {}
+        self.profile.count_step()
         local = self.local_entries()
         records: list[Record] = []
         error: str | None = None
@@ -227,6 +234,7 @@ class Pipeline:
         base_rows: list[Record] = []
         if self.deltas is not None:
             item, base_rows = self._pair_with_base(entry, step, item)
+        t0 = perf_counter()
         try:
             states = self.states(entry, step, item)
         except Exception as exc:
@@ -235,10 +243,11 @@ class Pipeline:
                                message=f"spectra: layer {entry.layer!r} at step {step}: {msg}")
             return base_rows + [Record.failed(run=self.settings.run, step=step, layer=entry.layer, view="",
                                               analyzer="capture", message=msg, tags=self.settings.tags)]
+        self.profile.add("snapshot", "", entry.layer, "", perf_counter() - t0)
 
         def run(sts: Sequence[LayerState], analyzers: Sequence[Any]) -> list[Record]:
             return run_analyzers(sts, analyzers, run=self.settings.run, policy=self.policy, hook=self.pm.hook,
-                                 tags=self.settings.tags)
+                                 tags=self.settings.tags, profile=self.profile)
 
         try:
             if self.deltas is not None:
@@ -285,6 +294,7 @@ class Pipeline:
                  if not (getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False))]
         sinks += [(type(s).__name__, s.spectra_log_records, ("records", "step", "run")) for s in self.sinks]
         for name, fn, argnames in sinks:
+            t0 = perf_counter()
             try:
                 fn(**{k: kwargs[k] for k in argnames})
             except Exception as exc:
@@ -293,6 +303,8 @@ class Pipeline:
                     continue
                 self.policy.handle(exc, key=("sink", name, step),
                                    message=f"spectra: a results sink raised at step {step}: {exc!r} (sink {name})")
+            finally:
+                self.profile.add("sink", name, "", "", perf_counter() - t0)
         return deferred
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:

@@ -30,9 +30,10 @@ __all__ = ["Settings", "DRIVER_DEFAULTS", "DELTA_ANALYZERS", "ON_ERROR", "SHORTC
 
 # options whose defaults differ between drivers; everything else takes the field's default
 DRIVER_DEFAULTS: dict[str, dict[str, Any]] = {
-    # right after a training step torch's OpenMP workers still spin; one BLAS thread was ~30x faster there
+    # right after a training step torch's OpenMP workers still spin; one BLAS thread was ~30x faster there (and
+    # one is also the background worker's best setting: benchmarks/results/monitor.md)
     "monitor": {"analyzers": ("esd", "tail", "alignment"), "run": "run", "blas_threads": 1, "progress": False,
-                "every": 10},
+                "every": 10, "warn_overhead": 0.5},
     "analyze": {"analyzers": ("esd", "tail"), "run": "analyze", "blas_threads": None, "progress": None},
 }
 # keyword shortcuts: option -> what it fills
@@ -43,6 +44,8 @@ SHORTCUTS = {
 }
 # options only a training driver can use
 _TRAINING_ONLY = ("every", "schedule")
+# options only a training driver can use, refused offline when given a value other than None/False
+_TRAINING_ONLY_RUN = ("background", "background_queue", "warn_overhead")
 # options only the offline driver can use
 _OFFLINE_ONLY = ("base",)
 # analyze's analyzers when a base is given (and analyzers= is not): the deltas' ESD, tail and alignment
@@ -89,11 +92,20 @@ class Settings:
         plugin_manager: a ready plugin manager (overrides ``plugins``).
         distributed: ``None``, ``"auto"``, ``"shard"``, ``"rank0"`` or a
             :class:`~spectra.pipeline.distributed.DistributedConfig`.
-        blas_threads: BLAS/LAPACK threads for the analysis (``None``: leave the process's setting alone).
+        blas_threads: BLAS/LAPACK threads for the analysis (``None``: leave the process's setting alone); with
+            ``background=True`` also the worker thread's own torch intra-op threads.
         progress: show a progress bar over layers (``None``: on a terminal when there are many).
         base: offline only (``spectra.analyze``): a model, state_dict or checkpoint path to compare with. Every
             layer then also gets rows about ΔW = W − W_base (``matrix="delta"``; LoRA adapters merged, their
             ΔW taken as scaling·B·A); see :mod:`spectra.pipeline.deltas`.
+        background: training drivers: analyze due steps in one worker thread while training goes on (the hooks
+            only copy what is needed); results are identical to the synchronous mode's
+            (:mod:`spectra.pipeline.background`).
+        background_queue: with ``background=True``, how many copied steps may wait for the worker; a full queue
+            blocks the training step (back-pressure), it never drops a step.
+        warn_overhead: training drivers: warn once when the schedule is estimated to slow training by more than
+            this fraction (0.5 = 50%), measured on the first due steps (:mod:`spectra.pipeline.cost`); ``None``
+            never warns.
     """
 
     analyzers: tuple[Any, ...] = ("esd", "tail")
@@ -114,6 +126,9 @@ class Settings:
     blas_threads: int | None = None
     progress: bool | None = False
     base: Any = None
+    background: bool = False
+    background_queue: int = 2
+    warn_overhead: float | None = None
 
     # ------------------------------------------------------------------------------------------ building
     @classmethod
@@ -153,6 +168,10 @@ class Settings:
             given = [k for k in _TRAINING_ONLY if options.get(k) is not None]
             if given:
                 raise TypeError(f"{', '.join(given)}: only a training driver (SpectraMonitor) has a schedule")
+            given = [k for k in _TRAINING_ONLY_RUN if options.get(k) not in (None, False)]
+            if given:
+                raise TypeError(f"{', '.join(given)}: only a training driver (SpectraMonitor) analyzes in the "
+                                "background or estimates its overhead; spectra.analyze runs once, in this thread")
         values: dict[str, Any]
         if start is not None:  # field by field (asdict would deep-copy the user's analyzers and plugins)
             values = {f.name: getattr(start, f.name) for f in dataclasses.fields(cls)}
@@ -239,6 +258,20 @@ class Settings:
             raise TypeError(f"progress must be True, False or None, got {self.progress!r}")
         if self.base is not None:
             check_base(self.base)  # raises TypeError naming the value and the allowed kinds
+        if not isinstance(self.background, bool):
+            raise TypeError(f"background must be True or False, got {type(self.background).__name__} "
+                            f"{self.background!r}")
+        if not _is_int(self.background_queue) or self.background_queue < 1:
+            raise ValueError(f"background_queue must be a positive integer (steps waiting for the worker), got "
+                             f"{self.background_queue!r}")
+        if self.warn_overhead is not None:
+            w = self.warn_overhead
+            if isinstance(w, bool) or not isinstance(w, (int, float)):
+                raise TypeError(f"warn_overhead must be a number (0.5 = warn above 50% overhead) or None, got "
+                                f"{type(w).__name__} {w!r}")
+            if not (w > 0 and w != float("inf")):  # also refuses NaN
+                raise ValueError(f"warn_overhead must be a positive finite fraction (0.5 = 50%) or None, got {w!r}")
+            put(self, "warn_overhead", float(w))
 
     # ------------------------------------------------------------------------------------------ what follows
     def conventions(self, analyzers: Sequence[Any], *, source: str) -> dict[str, Any]:
