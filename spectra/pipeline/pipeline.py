@@ -20,7 +20,9 @@ distributed module.
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 from typing import Any, Sequence
 
@@ -60,6 +62,7 @@ class Pipeline:
         self.target = target
         self.policy = ErrorPolicy(settings.on_error)
         self.profile = Profile()
+        self._pool: ThreadPoolExecutor | None = None
         self.pm = settings.plugin_manager or get_plugin_manager(
             plugins=settings.plugins, builtin_options={"spectra.layers": dict(settings.layer_rules)}
         )
@@ -247,7 +250,7 @@ class Pipeline:
 
         def run(sts: Sequence[LayerState], analyzers: Sequence[Any]) -> list[Record]:
             return run_analyzers(sts, analyzers, run=self.settings.run, policy=self.policy, hook=self.pm.hook,
-                                 tags=self.settings.tags, profile=self.profile)
+                                 tags=self.settings.tags, profile=self.profile, executor=self._decompose_pool())
 
         try:
             if self.deltas is not None:
@@ -322,9 +325,25 @@ class Pipeline:
         self.close()
 
     def close(self) -> None:
-        """Release the shard plan's process groups (local, not a collective). Safe to call more than once."""
+        """Release the shard plan's process groups (local, not a collective) and the decomposition threads.
+        Safe to call more than once."""
         if self.plan is not None:
             self.plan.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _decompose_pool(self) -> ThreadPoolExecutor | None:
+        """The threads that decompose a step's matrices (``Settings.decompose_threads``), made on first use;
+        ``None`` for one thread."""
+        n = self.settings.decompose_threads
+        if n is None:  # one per core (up to 4) while training waits; the background worker stays one thread
+            n = 1 if self.settings.background else min(4, os.cpu_count() or 1)
+        if n < 2:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(n, thread_name_prefix="spectra-decompose")
+        return self._pool
 
 
 

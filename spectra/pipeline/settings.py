@@ -33,7 +33,7 @@ DRIVER_DEFAULTS: dict[str, dict[str, Any]] = {
     # right after a training step torch's OpenMP workers still spin; one BLAS thread was ~30x faster there (and
     # one is also the background worker's best setting: benchmarks/results/monitor.md)
     "monitor": {"analyzers": ("esd", "tail", "alignment"), "run": "run", "blas_threads": 1, "progress": False,
-                "every": 10, "warn_overhead": 0.5},
+                "every": 10, "warn_overhead": 0.5, "decompose_threads": None},
     "analyze": {"analyzers": ("esd", "tail"), "run": "analyze", "blas_threads": None, "progress": None},
 }
 # keyword shortcuts: option -> what it fills
@@ -94,6 +94,11 @@ class Settings:
             :class:`~spectra.pipeline.distributed.DistributedConfig`.
         blas_threads: BLAS/LAPACK threads for the analysis (``None``: leave the process's setting alone); with
             ``background=True`` also the worker thread's own torch intra-op threads.
+        decompose_threads: threads that decompose a due step's matrices in parallel (W_{t−1}, W_t, ΔW, G of a
+            view, and the next view's while this one's analyzers run; the LAPACK kernels release the GIL);
+            results are identical for any value. ``None`` (the monitor's default): up to 4, one per core, in
+            the synchronous mode, where training waits anyway; 1 with ``background=True``, whose one worker
+            should leave the other cores to training.
         progress: show a progress bar over layers (``None``: on a terminal when there are many).
         base: offline only (``spectra.analyze``): a model, state_dict or checkpoint path to compare with. Every
             layer then also gets rows about ΔW = W − W_base (``matrix="delta"``; LoRA adapters merged, their
@@ -124,6 +129,7 @@ class Settings:
     plugin_manager: Any = None
     distributed: Any = None
     blas_threads: int | None = None
+    decompose_threads: int | None = 1
     progress: bool | None = False
     base: Any = None
     background: bool = False
@@ -254,6 +260,10 @@ class Settings:
             as_config(self.distributed)  # raises ValueError naming the allowed modes
         if self.blas_threads is not None and (not _is_int(self.blas_threads) or self.blas_threads < 1):
             raise ValueError(f"blas_threads must be a positive integer or None, got {self.blas_threads!r}")
+        if self.decompose_threads is not None and (not _is_int(self.decompose_threads)
+                                                   or self.decompose_threads < 1):
+            raise ValueError(f"decompose_threads must be a positive integer or None (one per core, up to 4), got "
+                             f"{self.decompose_threads!r}")
         if self.progress not in (None, True, False):
             raise TypeError(f"progress must be True, False or None, got {self.progress!r}")
         if self.base is not None:

@@ -1,0 +1,50 @@
+"""decompose_threads: a due step's matrices decomposed in parallel threads give the very same table."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import spectra
+
+
+def _train(**options) -> pd.DataFrame:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 60), nn.Tanh(), nn.Linear(60, 30), nn.Tanh(), nn.Linear(30, 5))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.randn(64, 40), torch.randn(64, 5)
+    with spectra.SpectraMonitor(model, opt, every=2, analyzer_options={"alignment": {"overlaps": "full"}},
+                                warn_overhead=None, **options) as mon:
+        for _ in range(5):
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        pool = mon._pipeline._decompose_pool()
+        df = mon.to_pandas()
+    return df, pool
+
+
+def test_the_table_does_not_depend_on_the_number_of_threads():
+    one, pool1 = _train(decompose_threads=1)
+    assert pool1 is None and len(one) > 1000
+    for n in (2, 4):
+        many, pool = _train(decompose_threads=n)
+        assert pool is not None and pool._max_workers == n
+        pd.testing.assert_frame_equal(many, one)
+
+
+def test_default_is_one_per_core_in_sync_mode_and_one_in_background(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    _, pool = _train()
+    assert pool._max_workers == 4
+    _, pool = _train(background=True)
+    assert pool is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_values_are_refused(bad):
+    with pytest.raises(ValueError, match="decompose_threads must be a positive integer or None"):
+        spectra.SpectraMonitor(nn.Linear(3, 3), torch.optim.SGD(nn.Linear(3, 3).parameters(), lr=0.1),
+                               decompose_threads=bad)
