@@ -1,238 +1,262 @@
 """The decision engine of :mod:`spectra.functional.bootstrap`: is a replicate's fitted D below the observed D0?
 
-See that module's docstring for the three stages. Everything works on a block of replicates in log space
-(``L``: B × N, ascending rows) and returns, per replicate, the decision and whether it lies within the rounding
-margin of D0 (then the caller re-decides it with the library's own fit).
+See that module's docstring for the stages and :mod:`spectra.functional._bootstrap_kernels` for the float32
+error bound. Everything works on a block of replicates (:class:`spectra.functional._bootstrap_sample.Block`)
+and returns, per replicate, the decision and whether it lies within the rounding margin of D0 (then the
+caller re-decides it with the library's own fit).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from ._bootstrap_kernels import CHUNK, curves32, exact64, margin32, probe32, thresholds32, window_curves32
+
 __all__ = ["decide_csn", "decide_hill", "TOL"]
 
-_CHUNK = 1 << 16  # elements per candidates × points work array
 TOL = 1e-9  # decisions this close to the observed D are re-made exactly by the library's fit
-_TOL = TOL
+_DENSE_FRACTION = 0.2  # anchor rounds test every candidate while more than this fraction is uncertified
 
 
-# ------------------------------------------------------------------------------------------------ bounds
-def _pair_bounds(L: np.ndarray, pr: np.ndarray, pi: np.ndarray, e: np.ndarray, m: int, N: int):
-    """Lower/upper bounds on D for candidate pairs (replicate ``pr``, xmin index ``pi``) from m+1 tail points."""
-    lb = np.empty(pr.size)
-    ub = np.empty(pr.size)
-    t = np.arange(m + 1) / m
-    Lf = L.ravel()
-    step = max(1, _CHUNK // (m + 1))
-    for s in range(0, pr.size, step):
-        r, i, ee = pr[s:s + step], pi[s:s + step], e[s:s + step]
+class _Verdicts:
+    """Per-replicate decisions of a block: "D ≥ D0" until a candidate below D0 is found; refits near D0."""
+
+    def __init__(self, B: int, D0: float) -> None:
+        self.D0 = D0
+        self.ge = np.ones(B, dtype=bool)
+        self.refit = np.zeros(B, dtype=bool)
+
+    def below(self, rows: np.ndarray) -> None:
+        """These replicates have a candidate whose D is certainly below D0 − TOL."""
+        self.ge[rows] = False
+
+    def settle(self, rows: np.ndarray, d: np.ndarray) -> None:
+        """Float64 distances ``d`` of one candidate of each of the given replicates."""
+        self.ge[rows[d < self.D0 - TOL]] = False
+        self.refit[rows[np.abs(d - self.D0) <= TOL]] = True
+
+    def open(self, rows: np.ndarray) -> np.ndarray:
+        """Which of the given replicates are still undecided."""
+        return self.ge[rows] & ~self.refit[rows]
+
+
+def _classify(v: _Verdicts, rows: np.ndarray, D32: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort float32 distances (within ``m`` of exact) into below D0 (recorded), clearly above, and ambiguous."""
+    D0 = v.D0
+    below = D32 < D0 - TOL - m
+    v.below(rows[below])
+    clear = D32 >= D0 + TOL + m
+    return clear, ~below & ~clear
+
+
+# ------------------------------------------------------------------------------------------------ step 2
+def _own_xmin(blk: Any, v: _Verdicts, min_tail: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step 2: the candidate where each replicate's power-law part starts (index ``nb``), from that part alone.
+
+    Returns:
+        ``(probes, certified)``: per replicate the columns of that candidate's largest and smallest
+        deviation (−1 where it was not evaluated) and whether the candidate itself has D ≥ D0.
+    """
+    B, N, T = blk.B, blk.N, blk.T
+    probes = np.full((B, 2), -1, dtype=np.int64)
+    certified = np.zeros(B, dtype=bool)
+    rows = np.flatnonzero(blk.nt >= max(min_tail, 2))  # the candidate leaves at least min_tail points
+    if rows.size == 0:
+        return probes, certified
+    E, lead, nt = blk.E, np.minimum(blk.lead, T - 1), blk.nt  # (rows without a power-law part are not used)
+    t = E.sum(axis=1) - nt * E[np.arange(B), lead]  # Σ (E_c − E_first) over the tail = n/(inv·(α − 1))
+    ok = np.zeros(B, dtype=bool)
+    ok[rows] = t[rows] > nt[rows] * 1e-30  # α > 1, and an exponent float32 holds
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(ok, -nt / t, 0.0)  # e·inv: the exponent of exp(·) per unit of E
+    hi, jhi, lo, jlo = window_curves32(E, lead, s)
+    rows = np.flatnonzero(ok)
+    hi, jhi, lo, jlo, s, lead = hi[rows], jhi[rows], lo[rows], jlo[rows], s[rows], lead[rows]
+    clear, amb = _classify(v, rows, np.maximum(hi, -lo), margin32(np.abs(s), E[rows, -1]))
+    if amb.any():
+        v.settle(rows[amb], exact64(E, rows[amb], lead[amb], s[amb], T))
+    done = clear | (amb & v.open(rows))
+    probes[rows[done], 0] = jhi[done] + (N - T)
+    probes[rows[done], 1] = jlo[done] + (N - T)
+    certified[rows[done]] = True
+    return probes, certified
+
+
+# ------------------------------------------------------------------------------------------------ steps 3-4
+class _Candidates:
+    """Every xmin candidate of a set of replicates: exponents, validity, float32 logs and thresholds.
+
+    Built in row chunks that stay in cache. ``thr32`` is 0 for the candidates that need no certificate
+    (α ≤ 1, repeated values: D = 1 or no candidate at all).
+    """
+
+    def __init__(self, L: np.ndarray, D0: float, last: int, bufs: Any) -> None:
+        P, N = L.shape
+        C = last + 1
+        self.L, self.N, self.C = L, N, C
+        n = (N - np.arange(C)).astype(np.float64)
+        negn32 = (-n).astype(np.float32)
+        self.invn32 = (1.0 / n).astype(np.float32)
+        ref = 0.5 * (L[:, 0] + L[:, -1])
+        self.R = np.maximum(L[:, -1] - ref, ref - L[:, 0]) * (1.0 + 1e-12)  # |L − ref| ≤ R
+        self.L32 = bufs.get("L32", (P, N), np.float32)
+        self.e32 = bufs.get("e32", (P, C), np.float32)
+        self.thr32 = bufs.get("thr32", (P, C), np.float32)
+        step = max(1, CHUNK // (2 * N))
+        S = bufs.get("S", (min(step, P), N))
+        for c in range(0, P, step):
+            sl = slice(c, min(P, c + step))
+            Lc = L[sl]
+            s = S[: Lc.shape[0]]
+            np.cumsum(Lc[:, ::-1], axis=1, out=s[:, ::-1])  # suffix sums
+            t = s[:, :C]
+            t -= n * Lc[:, :C]  # Σ_{j≥i} L_j − n·L_i = n/(α − 1)
+            # α > 1 and finite; the others have D = 1 ≥ D0. (Consecutive distinct logs differ by ~1e-16 at
+            # least, so a real candidate has t ≫ 1e-30, and its −n/t is a normal float32.)
+            valid = t > 1e-30
+            valid[:, 1:] &= Lc[:, 1:C] != Lc[:, :C - 1]  # one candidate per distinct value
+            e = self.e32[sl]
+            np.copyto(e, t, casting="same_kind")  # e = −n/t in float32: within 3u of the exact value
+            np.maximum(e, 1e-30, out=e)  # (masks are applied by products: masked stores are slow)
+            np.divide(negn32, e, out=e)
+            e *= valid
+            np.subtract(Lc, ref[sl, None], out=self.L32[sl], casting="same_kind")
+            thr = thresholds32(D0 + TOL, e, self.R[sl, None], self.thr32[sl])
+            thr *= valid  # 0: certified outright
+
+    def exponents(self, r: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """float64 exponents 1 − α of the given pairs (recomputed from the logs)."""
+        N = self.N
         n = (N - i).astype(np.float64)
-        K = np.floor((n - 1.0)[:, None] * t[None, :]).astype(np.int64)
-        base = r * N + i
-        A = (Lf[base[:, None] + K] - Lf[base][:, None]) * ee[:, None]
-        F = -np.expm1(A)
-        q = K / n[:, None]
-        dev = np.abs(F - q)
-        lo = dev.max(axis=1)
-        gap = np.maximum(F[:, 1:] - q[:, :-1], q[:, 1:] - F[:, :-1]).max(axis=1) - 1.0 / n
-        lb[s:s + step] = lo
-        ub[s:s + step] = np.maximum(lo, gap)
-    return lb, ub
+        S = np.array([self.L[a, b:].sum() for a, b in zip(r, i)])
+        return -n / (S - n * self.L[r, i])
+
+    def margin(self, r: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """Bound on the float32 error of the pairs' deviations (``|e| ≤ |e32|·(1 + 1e-6)``)."""
+        return margin32(np.abs(self.e32[r, i]).astype(np.float64) * (1.0 + 1e-6), self.R[r])
+
+    def certify_dense(self, cert: np.ndarray, rows: np.ndarray, probes: np.ndarray) -> None:
+        """OR into ``cert`` (local rows × C) the candidates of ``rows`` certified at one of their row's probes.
+
+        Works on contiguous row chunks (views, no gathered copies) of the rows' range; rows of the range not
+        given get probe 0, which certifies nothing. A probe j only reaches candidates i ≤ j, so each chunk
+        stops at its largest j.
+        """
+        if rows.size == 0:
+            return
+        C, N = self.C, self.N
+        r0, r1 = int(rows.min()), int(rows.max()) + 1
+        J = np.zeros((r1 - r0, probes.shape[1]), dtype=np.int64)
+        J[rows - r0] = probes
+        step = max(1, CHUNK // C)
+        for c in range(r0, r1, step):
+            sl = slice(c, min(r1, c + step))
+            k = np.arange(sl.start, sl.stop)
+            for j in J[sl.start - r0:sl.stop - r0].T:
+                w = int(min(C, j.max() + 1))
+                cert[sl, :w] |= probe32(self.L32[k, j][:, None], j[:, None], self.L32[sl, :w], self.e32[sl, :w],
+                                        self.invn32[None, :w], self.thr32[sl, :w], N)
+
+    def certify_pairs(self, pr: np.ndarray, pi: np.ndarray, probes: list[np.ndarray]) -> np.ndarray:
+        """Pairs (local row, candidate) with |deviation| ≥ threshold at one of the probe columns given."""
+        N, C = self.N, self.C
+        Lf = self.L32.ravel()
+        base = pr * N
+        flat = pr * C + pi
+        Li, e32, thr, invn = Lf[base + pi], self.e32.ravel()[flat], self.thr32.ravel()[flat], self.invn32[pi]
+        ok = np.zeros(pr.size, dtype=bool)
+        for j in probes:
+            ok |= probe32(Lf[base + j], j, Li, e32, invn, thr, N)
+        return ok
 
 
-def _pair_exact(L: np.ndarray, pr: np.ndarray, pi: np.ndarray, e: np.ndarray, N: int,
-                stop: float = math.inf) -> np.ndarray:
-    """KS distance of each candidate pair over its whole tail (in log space; exact up to rounding).
+def _anchors(cs: _Candidates, v: _Verdicts, rows: np.ndarray, ar: np.ndarray,
+             ai: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate the anchors (local row, candidate) over their tails (recording any below D0).
 
-    With ``stop``, a pair's evaluation ends as soon as its running maximum reaches ``stop`` (the value
-    returned is then a lower bound ≥ ``stop``); the tail is then scanned in doubling column chunks.
+    Returns:
+        The columns of each anchor's largest and smallest deviation: its replicate's next probes.
     """
-    out = np.zeros(pr.size)
-    order = np.argsort(pi, kind="stable")
-    pos = 0
-    while pos < order.size:
-        i0 = int(pi[order[pos]])
-        sel = order[pos:pos + max(8, _CHUNK // (N - i0))]
-        pos += sel.size
-        r, i, ee = pr[sel], pi[sel], e[sel]
-        Li = L[r, i]
-        nf = (N - i).astype(np.float64)
-        act = np.arange(sel.size)
-        width = N - i0 if not math.isfinite(stop) else 128
-        c0 = i0
-        while c0 < N and act.size:
-            c1 = min(N, c0 + width)
-            q = (np.arange(c0, c1)[None, :] - i[act, None]) / nf[act, None]
-            dev = np.abs(np.expm1((L[r[act], c0:c1] - Li[act, None]) * ee[act, None]) + q)
-            dev[q < 0] = 0.0
-            out[sel[act]] = np.maximum(out[sel[act]], dev.max(axis=1))
-            act = act[out[sel[act]] < stop]
-            c0, width = c1, 2 * width
-    return out
+    hi, jhi, lo, jlo = curves32(cs.L32, ar, ai, cs.e32[ar, ai], cs.N)
+    clear, amb = _classify(v, rows[ar], np.maximum(hi, -lo), cs.margin(ar, ai))
+    if amb.any():
+        a = np.flatnonzero(amb)
+        v.settle(rows[ar[a]], exact64(cs.L, ar[a], ai[a], cs.exponents(ar[a], ai[a]), cs.N))
+    return jhi, jlo
 
 
-# ------------------------------------------------------------------------------------------------ decisions
-class _Levels:
-    """Interval certificates "D ≥ D0" for blocks of G consecutive xmin candidates of one replicate.
+def _uncertified(cert: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(local row, candidate) of the uncertified entries, sorted by row (flat indices: faster than nonzero)."""
+    return np.divmod(np.flatnonzero(~cert), cert.shape[1])
 
-    With a probe j beyond the block, every candidate i of the block has |F_i(x_j) − (j−i)/n_i| ≥ D0 if
-    ``e_max·(L_j − L_{i1}) ≤ ln(1 − q(i0, j) − D0)`` or ``e_min·(L_j − L_{i0}) ≥ ln(1 − q(i1, j) + D0)``, with
-    e = 1 − α over the block's valid candidates and q(i, j) = (j−i)/n_i: A_i = e_i·(L_j − L_i) is bounded by
-    the block's extremes and both thresholds grow with i. No exponential is evaluated; a block of one is the
-    exact per-candidate test.
+
+def _dense_rounds(cs: _Candidates, v: _Verdicts, rows: np.ndarray,
+                  cert: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor rounds on every candidate, while more than ``_DENSE_FRACTION`` of them are uncertified.
+
+    The anchor of a replicate is its last uncertified candidate. Returns the uncertified pairs left.
     """
-
-    def __init__(self, L: np.ndarray, Ev: np.ndarray, last: int, D0: float) -> None:
-        self.L, self.Ev, self.last, self.D0 = L, Ev, last, D0
-        self.N = L.shape[1]
-        self._memo: dict[tuple[int, int, float], tuple] = {}
-        invalid = np.isnan(Ev)
-        self._lo = np.where(invalid, np.inf, Ev)  # invalid candidates widen nothing
-        self._hi = np.where(invalid, -np.inf, Ev)
-
-    def _tables(self, G: int, m: int, shift: float):
-        """Per block index: probes J, thresholds T1/T2 (they do not depend on the replicate), e extremes."""
-        key = (G, m, shift)
-        if key not in self._memo:
-            self._memo[key] = self._make_tables(G, m, shift)
-        return self._memo[key]
-
-    def _make_tables(self, G: int, m: int, shift: float):
-        N, last, D0 = self.N, self.last, self.D0
-        B, width = self.Ev.shape
-        i0 = np.arange(width // G) * G
-        i1 = np.minimum(i0 + G - 1, last)
-        t = (np.arange(1, m + 1) - shift) / (m + 1)
-        J = np.minimum(i1[:, None] + np.ceil((N - 1 - i1)[:, None] * t[None, :]).astype(np.int64), N - 1)
-        q0 = (J - i0[:, None]) / (N - i0)[:, None].astype(np.float64)
-        q1 = (J - i1[:, None]) / (N - i1)[:, None].astype(np.float64)
-        lo = 1.0 - q0 - D0
-        T1 = np.where(lo > 0, np.log(np.where(lo > 0, lo, 1.0)), -np.inf) - _TOL
-        T2 = np.log(1.0 - q1 + D0) + _TOL
-        if G == 1:
-            return i0, i1, J, T1, T2, self.Ev, self.Ev
-        emin, emax = self._lo[:, 0::G].copy(), self._hi[:, 0::G].copy()
-        for k in range(1, G):
-            np.minimum(emin, self._lo[:, k::G], out=emin)
-            np.maximum(emax, self._hi[:, k::G], out=emax)
-        none = emin == np.inf  # a block without valid candidates is certified outright
-        emin[none], emax[none] = np.nan, np.nan
-        return i0, i1, J, T1, T2, emin, emax
-
-    def certify_all(self, rows: np.ndarray, G: int, m: int, shift: float = 0.0) -> np.ndarray:
-        """Every block of the given replicates (dense): a (len(rows), width // G) boolean array."""
-        i0, i1, J, T1, T2, emin, emax = self._tables(G, m, shift)
-        out = np.empty((rows.size, i0.size), dtype=bool)
-        step = max(1, _CHUNK // (i0.size * m))  # rows per chunk: the work arrays stay in cache
-        for c in range(0, rows.size, step):
-            rr = rows[c:c + step]
-            L = self.L[rr]
-            LJ = L[:, J]  # rows × blocks × m
-            with np.errstate(invalid="ignore"):
-                hit = (emax[rr][:, :, None] * (LJ - L[:, i1][:, :, None]) <= T1) | \
-                      (emin[rr][:, :, None] * (LJ - L[:, i0][:, :, None]) >= T2)
-            out[c:c + step] = hit.any(axis=2) | np.isnan(emin[rr])
-        return out
-
-    def certify(self, r: np.ndarray, b: np.ndarray, G: int, m: int, shift: float = 0.0) -> np.ndarray:
-        """Blocks (replicate ``r``, block index ``b`` of size G), certified with m probes beyond the block."""
-        i0, i1, J, T1, T2, emin, emax = self._tables(G, m, shift)
-        lo, hi = emin[r, b], emax[r, b]
-        LJ = self.L[r[:, None], J[b]]
-        with np.errstate(invalid="ignore"):
-            hit = (hi[:, None] * (LJ - self.L[r, i1[b]][:, None]) <= T1[b]) | \
-                  (lo[:, None] * (LJ - self.L[r, i0[b]][:, None]) >= T2[b])
-        return hit.any(axis=1) | np.isnan(lo)
+    while True:
+        cert[~v.open(rows)] = True
+        pr, pi = _uncertified(cert)
+        if pr.size < _DENSE_FRACTION * cert.size:
+            return pr, pi
+        last = np.flatnonzero(np.r_[pr[1:] != pr[:-1], True])
+        ar, ai = pr[last], pi[last]
+        jhi, jlo = _anchors(cs, v, rows, ar, ai)
+        cert[ar, ai] = True
+        live = np.flatnonzero(v.open(rows[ar]))
+        cs.certify_dense(cert, ar[live], np.stack([jhi[live], jlo[live]], axis=1))
 
 
-def _lead(pr: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Position of the smallest score within each run of equal ``pr`` (``pr`` sorted ascending)."""
-    brk = np.r_[True, pr[1:] != pr[:-1]]
-    seg = np.cumsum(brk) - 1
-    cand = np.flatnonzero(score == np.minimum.reduceat(score, np.flatnonzero(brk))[seg])
-    return cand[np.r_[True, seg[cand][1:] != seg[cand][:-1]]]
+def _sparse_rounds(cs: _Candidates, v: _Verdicts, rows: np.ndarray, pr: np.ndarray, pi: np.ndarray) -> None:
+    """Anchor rounds on the few uncertified (row, candidate) pairs left (sorted by row), until none is.
+
+    The anchor of a replicate is its middle uncertified candidate.
+    """
+    while pr.size:
+        brk = np.flatnonzero(np.r_[True, pr[1:] != pr[:-1]])
+        ends = np.r_[brk[1:], pr.size]
+        mid = (brk + ends) // 2
+        jhi, jlo = _anchors(cs, v, rows, pr[mid], pi[mid])
+        seg = np.repeat(np.arange(brk.size), ends - brk)
+        keep = v.open(rows[pr[mid]])[seg]
+        keep[mid] = False
+        pr, pi, seg = pr[keep], pi[keep], seg[keep]
+        if pr.size:
+            keep = ~cs.certify_pairs(pr, pi, [jhi[seg], jlo[seg]])
+            pr, pi = pr[keep], pi[keep]
 
 
 def decide_csn(blk: Any, D0: float, min_tail: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each replicate of the block: (D_replicate ≥ D0, needs an exact re-fit)."""
-    L, N = blk.L, blk.N
-    B = L.shape[0]
-    last = N - min_tail
-    width = -(-(last + 1) // 2) * 2  # candidates padded to whole blocks of 2
-    S = np.cumsum(L[:, ::-1], axis=1)[:, ::-1][:, : last + 1]
-    Lc = L[:, : last + 1]
-    n = (N - np.arange(last + 1)).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        alpha = 1.0 + n / (S - n * Lc)
-    good = (alpha > 1.0) & np.isfinite(alpha)  # candidates with alpha <= 1 have D = 1 >= D0
-    good[:, 1:] &= Lc[:, 1:] != Lc[:, :-1]  # one candidate per distinct value
-    good &= Lc < L[:, -1:]
-    Ev = np.full((B, width), np.nan)
-    Ev[:, : last + 1] = np.where(good, 1.0 - alpha, np.nan)
-    ge = np.ones(B, dtype=bool)  # D_rep >= D0 until a candidate below D0 is found
-    refit = np.zeros(B, dtype=bool)
+    """For each replicate of the block: (D_replicate ≥ D0, needs an exact re-fit).
 
-    def settle(r: np.ndarray, d: np.ndarray) -> None:
-        ge[r[d < D0 - _TOL]] = False
-        refit[r[np.abs(d - D0) <= _TOL]] = True
-
-    # 1. the replicate's own xmin (where its power-law part starts) is the likeliest winner: try it exactly
-    ia = np.minimum(blk.nb, last)
-    ra = np.flatnonzero(good[np.arange(B), ia])
-    settle(ra, _pair_exact(L, ra, ia[ra], Ev[ra, ia[ra]], N, stop=D0 + _TOL))
-    live = np.flatnonzero(ge & ~refit)
-    if live.size == 0:
-        return ge, refit
-    # 2. certify "D >= D0" by blocks of 2 (dense), then single candidates (no exponentials)
-    lv = _Levels(L, Ev, last, D0)
-    open2 = ~lv.certify_all(live, 2, 12, 0.5)  # dense over all blocks: cheaper than gathering the few left
-    r, b = np.nonzero(open2)
-    r = np.repeat(live[r], 2)
-    b = (b[:, None] * 2 + np.arange(2)[None, :]).ravel()
-    inside = b <= last
-    r, b = r[inside], b[inside]
-    keep = ~lv.certify(r, b, 1, 16, 0.25)
-    r, b = r[keep], b[keep]
-    sel = good[r, b] & (b != ia[r])
-    pr, pi = r[sel], b[sel]  # sorted by replicate (then candidate) by construction
-    e = Ev[pr, pi]
-    if pr.size:  # a replicate with many uncertified candidates usually has many below D0: try its middle one
-        brk = np.flatnonzero(np.r_[True, pr[1:] != pr[:-1], True])
-        mid = (brk[:-1] + brk[1:]) // 2
-        settle(pr[mid], _pair_exact(L, pr[mid], pi[mid], e[mid], N, stop=D0 + _TOL))
-        keep = ge[pr] & ~refit[pr]
-        keep[mid] = False
-        pr, pi, e = pr[keep], pi[keep], e[keep]
-    # 3. bound the rest more and more finely; each round, evaluate every replicate's best candidate exactly
-    m = 32
-    while pr.size:
-        short = (N - pi) <= 4 * m
-        lb, ub = np.empty(pr.size), np.empty(pr.size)
-        if short.any():
-            lb[short] = ub[short] = _pair_exact(L, pr[short], pi[short], e[short], N)
-            settle(pr[short], lb[short])
-        if (~short).any():
-            lb[~short], ub[~short] = _pair_bounds(L, pr[~short], pi[~short], e[~short], m, N)
-        ge[pr[ub < D0 - _TOL]] = False
-        keep = (lb < D0 + _TOL) & ~short & ge[pr] & ~refit[pr]
-        pr, pi, e, lb = pr[keep], pi[keep], e[keep], lb[keep]
-        if pr.size:
-            first = _lead(pr, lb)
-            settle(pr[first], _pair_exact(L, pr[first], pi[first], e[first], N, stop=D0 + _TOL))
-            keep = ge[pr] & ~refit[pr]
-            keep[first] = False
-            pr, pi, e = pr[keep], pi[keep], e[keep]
-        m *= 4
-    return ge, refit
+    Steps 2–4 of :mod:`spectra.functional.bootstrap`: each replicate's own xmin, then, for the replicates it
+    leaves open, every candidate at their probes and anchor rounds until each is certified or one is below D0.
+    """
+    v = _Verdicts(blk.B, D0)
+    probes, certified = _own_xmin(blk, v, min_tail)
+    rows = np.flatnonzero(v.open(np.arange(blk.B)))
+    if rows.size == 0:
+        return v.ge, v.refit
+    last = blk.N - min_tail
+    cs = _Candidates(blk.logs(rows), D0, last, blk.bufs)
+    own = certified[rows] & (blk.nb[rows] <= last)
+    cs.thr32[np.flatnonzero(own), blk.nb[rows][own]] = 0.0
+    cert = np.less_equal(cs.thr32, 0.0, out=blk.bufs.get("cert", cs.thr32.shape, bool))
+    with_probes = np.flatnonzero(probes[rows, 0] >= 0)
+    cs.certify_dense(cert, with_probes, probes[rows[with_probes]])
+    pr, pi = _dense_rounds(cs, v, rows, cert)
+    _sparse_rounds(cs, v, rows, pr, pi)
+    return v.ge, v.refit
 
 
 def decide_hill(blk: Any, D0: float, xmin_pos: float) -> tuple[np.ndarray, np.ndarray]:
     """For each replicate of the block: (D of the Hill fit ≥ D0, needs an exact re-fit)."""
-    L, N = blk.L, blk.N
-    B = L.shape[0]
+    B, N = blk.B, blk.N
+    L = blk.logs(np.arange(B))
     i = int(N / xmin_pos)
     s = L[:, i:].sum(axis=1) - (N - i) * L[:, i]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -240,5 +264,5 @@ def decide_hill(blk: Any, D0: float, xmin_pos: float) -> tuple[np.ndarray, np.nd
     d = np.ones(B)
     good = np.isfinite(alpha) & (alpha > 1.0) & (s > 0)
     if good.any():
-        d[good] = _pair_exact(L, np.flatnonzero(good), np.full(int(good.sum()), i), 1.0 - alpha[good], N)
-    return d >= D0, np.abs(d - D0) <= _TOL
+        d[good] = exact64(L, np.flatnonzero(good), np.full(int(good.sum()), i), 1.0 - alpha[good], N)
+    return d >= D0, np.abs(d - D0) <= TOL

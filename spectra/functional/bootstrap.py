@@ -6,25 +6,28 @@ replacement) from the data below xmin. Every replicate is then fitted *with the 
 included, and ``p`` is the fraction of replicates whose D is at least the observed one. p ≈ uniform on [0, 1]
 when the data are a power law above xmin; p ≤ 0.1 rejects the power law.
 
-Speed. A replicate needs one bit: is its fitted D below the observed D0? That is a *decision*, settled
-without computing most KS distances, for a block of 128 replicates at once:
+Speed. A replicate needs one bit: is its fitted D below the observed D0? That is a *decision*, settled for a
+block of 256 replicates at once without computing most KS distances:
 
-1. the candidate xmin where the replicate's power-law part starts is evaluated exactly (stopping as soon as
-   its running maximum passes D0): it is the winner in most replicates that fit better than the data;
-2. every other candidate is certified "D ≥ D0" by interval tests on blocks of 2 candidates, then on single
-   candidates: with a probe point j beyond a block, the block's extreme exponents and end points bound
-   e_i·(ln x_j − ln x_i) for all its candidates, and the thresholds ln(1 − q ∓ D0) on it depend on (i, j)
-   only, so no exponential is evaluated;
-3. of the candidates left in a replicate, the middle one is evaluated exactly (a replicate that fits better
-   than the data usually has many candidates below D0);
-4. the rest are bounded by sampled deviations as in :mod:`spectra.functional.powerlaw` (four-fold finer
-   each round), and each round the most promising one per replicate is evaluated exactly.
+1. the replicates are drawn already sorted and in log space (:mod:`spectra.functional._bootstrap_sample`:
+   Rényi's exponential order statistics for the power-law part, sorted int16 indices for the resampled
+   bulk), so nothing is sorted but small integers, and the bulk is assembled only for the replicates that
+   reach step 3;
+2. the candidate xmin where a replicate's power-law part starts is evaluated over its whole tail, from that
+   part alone: if its D is below D0 the replicate is decided (it fits better than the data); otherwise the
+   columns of its largest and smallest deviation become the replicate's *probes*;
+3. every candidate (α from one suffix sum of the logs) is tested at its replicate's probes: a deviation
+   ``|F(x_j) − (j − i)/n| ≥ D0`` at any point certifies "D ≥ D0" for that candidate;
+4. anchor rounds: in each undecided replicate the middle uncertified candidate is evaluated over its tail
+   as in step 2 (below D0 decides the replicate), and its extremes probe the candidates still uncertified;
+   on every candidate while many are left, then on the remaining (replicate, candidate) pairs, until every
+   candidate of every undecided replicate is certified (then D ≥ D0).
 
-Replicates are drawn already sorted and in log space (multinomial counts for the resampled bulk; Rényi's
-representation of exponential order statistics for the power-law part), so nothing is sorted. A decision
+Steps 2–4 run in float32 with a proven error bound (:mod:`spectra.functional._bootstrap_kernels`): a test
+counts only if it clears D0 by that bound, and a curve within it of D0 is re-evaluated in float64. A decision
 within a rounding margin (1e-9) of D0 is re-made by the library's own fit of that replicate, so the p-value
-equals that of the plain loop ``fit_power_law(replicate).D >= D0`` for the same seed (tested). What it costs
-is in ``benchmarks/results/bootstrap.md``.
+equals that of the plain loop ``fit_power_law(replicate).D >= D0`` for the same seed (tested). What it costs,
+stage by stage, is in ``benchmarks/results/bootstrap.md``.
 """
 
 from __future__ import annotations
@@ -36,12 +39,12 @@ from typing import Any
 import numpy as np
 
 from ._bootstrap_decide import decide_csn, decide_hill
+from ._bootstrap_sample import BLOCK_REPLICATES, Block, Buffers
 from .powerlaw import TailFit, _as_vector, csn_default_min_tail, fit_power_law
 
 __all__ = ["BootstrapPValue", "bootstrap_pvalue", "bootstrap_samples", "BOOTSTRAP_METHODS"]
 
 BOOTSTRAP_METHODS = ("csn", "hill")
-_BLOCK_REPLICATES = 128  # replicates drawn and decided together (fixed: it is part of the seeded stream)
 
 
 @dataclass(frozen=True)
@@ -78,45 +81,6 @@ class BootstrapPValue:
         return asdict(self)
 
 
-# ------------------------------------------------------------------------------------------------ sampling
-class _Block:
-    """One block of sorted replicates in log space: ``L`` (B × N) and the bulk index of each cell (−1 in the
-    power-law part), from which the replicates themselves are materialised on demand."""
-
-    def __init__(self, rng: np.random.Generator, x: np.ndarray, n_bulk: int, xmin: float, alpha: float, B: int):
-        N = x.size
-        self.N, self.xmin, self.log_xmin = N, xmin, math.log(xmin)
-        self.bulk = x[:n_bulk]
-        nt = rng.binomial(N, (N - n_bulk) / N, size=B) if n_bulk else np.full(B, N)
-        self.nb = (N - nt).astype(np.int64)
-        col = np.arange(N)
-        inbulk = col[None, :] < self.nb[:, None]
-        L = np.empty((B, N))
-        idx = np.full((B, N), -1, dtype=np.int32)
-        n_draw = int(self.nb.sum())
-        if n_draw:
-            draws = rng.integers(0, n_bulk, size=n_draw)
-            counts = np.bincount(np.repeat(np.arange(B) * n_bulk, self.nb) + draws, minlength=B * n_bulk)
-            sidx = np.repeat(np.tile(np.arange(n_bulk, dtype=np.int32), B), counts)  # sorted per replicate
-            idx[inbulk] = sidx
-            L[inbulk] = np.log(self.bulk)[sidx]
-        tail = ~inbulk
-        W = np.zeros((B, N))
-        W[tail] = rng.standard_exponential(int(nt.sum())) / np.broadcast_to(N - col, (B, N))[tail]
-        E = np.cumsum(W, axis=1)  # Rényi: exponential order statistics, ascending within each replicate
-        L[tail] = self.log_xmin + E[tail] * (1.0 / (alpha - 1.0))
-        self.L, self.idx = L, idx
-
-    def samples(self, rows: Any = slice(None)) -> np.ndarray:
-        """The replicates themselves (sorted rows): bulk values, and ``xmin·exp(L − ln xmin)`` above xmin."""
-        L, idx = self.L[rows], self.idx[rows]
-        with np.errstate(over="ignore"):
-            X = self.xmin * np.exp(L - self.log_xmin)
-        b = idx >= 0
-        X[b] = self.bulk[idx[b]]
-        return X
-
-
 def _observed(evals: Any, method: str, min_tail: int | None, threshold: float | None, xmin_pos: float):
     x = _as_vector(evals)
     if threshold is None:  # csn: WeightWatcher's EVALS_THRESH as in fit_power_law; hill: positive values only
@@ -149,9 +113,9 @@ def bootstrap_samples(evals: Any, n_replicates: int, *, seed: Any = 0, method: s
     rng = np.random.default_rng(seed)
     n_bulk = int(x.size - np.count_nonzero(x >= fit.xmin))
     out = []
-    for start in range(0, n_replicates, _BLOCK_REPLICATES):
-        B = min(_BLOCK_REPLICATES, n_replicates - start)
-        out.append(_Block(rng, x, n_bulk, fit.xmin, fit.alpha, B).samples())
+    for start in range(0, n_replicates, BLOCK_REPLICATES):
+        B = min(BLOCK_REPLICATES, n_replicates - start)
+        out.append(Block(rng, x, n_bulk, fit.xmin, fit.alpha, B).samples())
     return np.concatenate(out) if out else np.empty((0, x.size))
 
 
@@ -215,8 +179,9 @@ def bootstrap_pvalue(
     n_bulk = int(N - np.count_nonzero(x >= fit.xmin))
     rng = np.random.default_rng(seed)
     worse = refits = 0
-    for start in range(0, R, _BLOCK_REPLICATES):
-        blk = _Block(rng, x, n_bulk, fit.xmin, fit.alpha, min(_BLOCK_REPLICATES, R - start))
+    bufs = Buffers()
+    for start in range(0, R, BLOCK_REPLICATES):
+        blk = Block(rng, x, n_bulk, fit.xmin, fit.alpha, min(BLOCK_REPLICATES, R - start), bufs)
         if engine == "loop":
             ge = np.array([_refit_ge(row, kw, fit.D) for row in blk.samples()])
         else:
