@@ -10,7 +10,7 @@ from .pipeline.distributed import (  # noqa: F401
     make_plan,
     resolve_mode,
 )
-from .pipeline.settings import settings_fingerprint  # noqa: F401
+from .pipeline.fingerprint import settings_fingerprint  # noqa: F401
 from .pipeline.target import check_model_supported  # noqa: F401
 
 __all__ = ["MODES", "DistributedConfig", "ShardPlan", "resolve_mode", "make_plan", "check_model_supported",

@@ -103,7 +103,8 @@ def copy_weights(copies: Copies, entries: Sequence[Any], include: set[int] | Non
 
 
 def layer_states(
-    entry: Any, step: int, item: Mapping[str, Any], *, normalize: bool, esd_method: str
+    entry: Any, step: int, item: Mapping[str, Any], *, normalize: bool, esd_method: str,
+    context: Mapping[str, Any] | None = None, device: Any = None,
 ) -> list[LayerState]:
     """The snapshots of one entry after the step: W_t from the live parameter, ΔW_t and G_{t−1} from ``item``.
 
@@ -113,11 +114,17 @@ def layer_states(
     the live parameter); a delta analysis also ``"update"`` (ΔW exactly, e.g. B·A, instead of the
     difference), both of the parameter's shape.
 
+    ``context`` is added to every snapshot's context (e.g. the decomposition ``backend``); with ``device`` the
+    tensors are moved there first (one entry at a time, so device memory stays about one layer).
+
     Raises:
         ValueError: the parameter changed shape since its copy was taken.
     """
     p = item.get("weight")
     p = entry.param.detach() if p is None else p
+    if device is not None:
+        p = p.to(device)
+        item = {k: (v.to(device) if v is not None and hasattr(v, "to") else v) for k, v in item.items()}
     weight_views = entry.views(p)
     per_kind: dict[str, list[Any]] = {}
     prev = item.get("previous")
@@ -141,7 +148,7 @@ def layer_states(
             LayerState(
                 layer=entry.layer, view=v.name, step=step, tensors=tensors, eig_scale=v.eig_scale,
                 normalize=normalize, esd_method=esd_method, module_type=entry.module_type,
-                context={"param_name": entry.param_name},
+                context={"param_name": entry.param_name, **(context or {})},
             )
         )
     return states

@@ -231,7 +231,8 @@ class Pipeline:
     def states(self, entry: Any, step: int, item: Any = None) -> list[LayerState]:
         """The snapshots of one entry at ``step`` (see :func:`~spectra.pipeline.capture.layer_states`)."""
         return layer_states(entry, step, item or {}, normalize=self.settings.normalize,
-                            esd_method=self.settings.esd_method)
+                            esd_method=self.settings.esd_method, context=self.settings.snapshot_context(),
+                            device=self.settings.device)
 
     def _analyze_entry(self, entry: Any, step: int, due: Sequence[Any], item: Any) -> list[Record]:
         base_rows: list[Record] = []

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +21,9 @@ from typing import Any, Sequence
 
 from .deltas import check_base, describe_base
 from .engine import ON_ERROR, ErrorPolicy
+from .fingerprint import settings_fingerprint
+from .option_checks import as_tuple, check_analyzer_specs, check_layer_rules, check_options, check_tags, is_int
+from .option_checks import with_fit
 
 __all__ = ["Settings", "DRIVER_DEFAULTS", "DELTA_ANALYZERS", "ON_ERROR", "SHORTCUTS"]
 
@@ -47,25 +47,12 @@ _TRAINING_ONLY = ("every", "schedule")
 # options only a training driver can use, refused offline when given a value other than None/False
 _TRAINING_ONLY_RUN = ("background", "background_queue", "warn_overhead")
 # options only the offline driver can use
-_OFFLINE_ONLY = ("base",)
+_OFFLINE_ONLY = ("base", "device")
 # analyze's analyzers when a base is given (and analyzers= is not): the deltas' ESD, tail and alignment
 DELTA_ANALYZERS = ("esd", "tail", "alignment")
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-def _describe(obj: Any) -> str:
-    """A process-independent description of a setting (memory addresses removed from reprs)."""
-    if callable(obj) and hasattr(obj, "__qualname__") and not hasattr(obj, "__dataclass_fields__"):
-        return f"{getattr(obj, '__module__', '?')}.{obj.__qualname__}"
-    try:
-        text = json.dumps(obj, sort_keys=True, default=repr)
-    except (TypeError, ValueError):
-        text = repr(obj)
-    return _ADDRESS.sub("", text)
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -100,6 +87,14 @@ class Settings:
             the synchronous mode, where training waits anyway; 1 with ``background=True``, whose one worker
             should leave the other cores to training.
         progress: show a progress bar over layers (``None``: on a terminal when there are many).
+        backend: which decomposition backend serves the matrices (docs/gpu.md): ``"auto"`` (default: CUDA
+            tensors on their device with torch, everything else with LAPACK in float64 on the host),
+            ``"torch"`` (torch on the tensors' device, CPU included) or ``"lapack"``.
+        precision: the torch backend's compute dtype, ``"fp64"`` (default) or ``"fp32"`` (faster on GPUs,
+            with the accuracy docs/gpu.md measures; the LAPACK backend always computes in float64).
+        device: offline only (``spectra.analyze``): analyse each layer's tensors on this torch device (e.g.
+            ``"cuda"``), moved there one layer at a time so device memory stays about one layer; ``None``
+            analyses them where they are.
         base: offline only (``spectra.analyze``): a model, state_dict or checkpoint path to compare with. Every
             layer then also gets rows about ΔW = W − W_base (``matrix="delta"``; LoRA adapters merged, their
             ΔW taken as scaling·B·A); see :mod:`spectra.pipeline.deltas`.
@@ -131,6 +126,9 @@ class Settings:
     blas_threads: int | None = None
     decompose_threads: int | None = 1
     progress: bool | None = False
+    backend: str = "auto"
+    precision: str = "fp64"
+    device: Any = None
     base: Any = None
     background: bool = False
     background_queue: int = 2
@@ -188,11 +186,15 @@ class Settings:
         every = options.pop("every", None)
         values.update(options)
         if driver != "analyze":
-            given = [k for k in _OFFLINE_ONLY if values.get(k) is not None]
-            if given:
+            if values.get("base") is not None:
                 raise TypeError(
-                    f"{', '.join(given)}: only spectra.analyze compares a model with a base model (a training "
-                    "driver's updates are dW_t = W_t - W_{t-1}); call spectra.analyze(model, base=...) instead"
+                    "base: only spectra.analyze compares a model with a base model (a training driver's updates "
+                    "are dW_t = W_t - W_{t-1}); call spectra.analyze(model, base=...) instead"
+                )
+            if values.get("device") is not None:
+                raise TypeError(
+                    "device: a training driver analyses the parameters on their own device (a CUDA model's "
+                    "copies stay on the GPU); device= is for spectra.analyze(model_or_checkpoint, device=...)"
                 )
         elif values.get("base") is not None and "analyzers" not in options and (
                 tuple(values.get("analyzers", ())) == DRIVER_DEFAULTS["analyze"]["analyzers"]):
@@ -204,14 +206,14 @@ class Settings:
         if every is not None:
             from ..schedules import every as every_schedule
 
-            if not _is_int(every) or every < 1:
+            if not is_int(every) or every < 1:
                 raise ValueError(f"every must be a positive integer, got {every!r}")
             values["schedule"] = every_schedule(every)
-        values["analyzers"] = _as_tuple(values.get("analyzers", ()), "analyzers")
-        values["analyzer_options"] = _with_fit(fit, values.get("analyzer_options"), values["analyzers"])
+        values["analyzers"] = as_tuple(values.get("analyzers", ()), "analyzers")
+        values["analyzer_options"] = with_fit(fit, values.get("analyzer_options"), values["analyzers"])
         rules = values.get("layer_rules") or {}
         if conv_slices is not None:
-            rules = {**_check_layer_rules(rules), "conv_slices": conv_slices}
+            rules = {**check_layer_rules(rules), "conv_slices": conv_slices}
         values["layer_rules"] = rules
         return cls(**values)
 
@@ -222,10 +224,10 @@ class Settings:
     # ------------------------------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
         put = object.__setattr__
-        put(self, "analyzers", _as_tuple(self.analyzers, "analyzers"))
-        _check_analyzer_specs(self.analyzers)
-        put(self, "analyzer_options", _check_options(self.analyzer_options))
-        put(self, "layer_rules", _check_layer_rules(self.layer_rules))
+        put(self, "analyzers", as_tuple(self.analyzers, "analyzers"))
+        check_analyzer_specs(self.analyzers)
+        put(self, "analyzer_options", check_options(self.analyzer_options))
+        put(self, "layer_rules", check_layer_rules(self.layer_rules))
         if self.layers is not None:
             from ..layers import selector_predicate
 
@@ -244,7 +246,7 @@ class Settings:
         if not isinstance(self.run, (str, int)) or isinstance(self.run, bool):
             raise TypeError(f"run must be a string, got {type(self.run).__name__} {self.run!r}")
         put(self, "run", str(self.run))
-        put(self, "tags", _check_tags(self.tags))
+        put(self, "tags", check_tags(self.tags))
         if self.log_dir is not None:
             if not isinstance(self.log_dir, (str, Path)) and not hasattr(self.log_dir, "__fspath__"):
                 raise TypeError(f"log_dir must be a path, got {type(self.log_dir).__name__} {self.log_dir!r}")
@@ -253,17 +255,28 @@ class Settings:
             raise TypeError(f"keep_in_memory must be True, False or None, got {self.keep_in_memory!r}")
         if self.keep_in_memory is False and self.log_dir is None:
             raise ValueError("keep_in_memory=False needs a log_dir to keep the records in")
-        put(self, "plugins", _as_tuple(self.plugins, "plugins"))
+        put(self, "plugins", as_tuple(self.plugins, "plugins"))
         if self.distributed is not None:
             from .distributed import as_config
 
             as_config(self.distributed)  # raises ValueError naming the allowed modes
-        if self.blas_threads is not None and (not _is_int(self.blas_threads) or self.blas_threads < 1):
+        if self.blas_threads is not None and (not is_int(self.blas_threads) or self.blas_threads < 1):
             raise ValueError(f"blas_threads must be a positive integer or None, got {self.blas_threads!r}")
-        if self.decompose_threads is not None and (not _is_int(self.decompose_threads)
+        if self.decompose_threads is not None and (not is_int(self.decompose_threads)
                                                    or self.decompose_threads < 1):
             raise ValueError(f"decompose_threads must be a positive integer or None (one per core, up to 4), got "
                              f"{self.decompose_threads!r}")
+        from ..functional.backend import BACKENDS
+        from ..functional.torch_precision import check_precision
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        check_precision(self.precision)  # ValueError naming the allowed precisions
+        if self.precision == "fp32" and self.backend == "lapack":
+            raise ValueError("precision='fp32' needs the torch backend (backend='auto' on CUDA tensors, or "
+                             "backend='torch'); the LAPACK backend computes in float64 only")
+        if self.device is not None:
+            self._check_device()
         if self.progress not in (None, True, False):
             raise TypeError(f"progress must be True, False or None, got {self.progress!r}")
         if self.base is not None:
@@ -271,7 +284,7 @@ class Settings:
         if not isinstance(self.background, bool):
             raise TypeError(f"background must be True or False, got {type(self.background).__name__} "
                             f"{self.background!r}")
-        if not _is_int(self.background_queue) or self.background_queue < 1:
+        if not is_int(self.background_queue) or self.background_queue < 1:
             raise ValueError(f"background_queue must be a positive integer (steps waiting for the worker), got "
                              f"{self.background_queue!r}")
         if self.warn_overhead is not None:
@@ -284,6 +297,24 @@ class Settings:
             put(self, "warn_overhead", float(w))
 
     # ------------------------------------------------------------------------------------------ what follows
+    def _check_device(self) -> None:
+        """``device`` names a torch device this process can use (ValueError naming it otherwise)."""
+        import torch
+
+        try:
+            dev = torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} was asked for but CUDA is not available here")
+        object.__setattr__(self, "device", dev)
+
+    def snapshot_context(self) -> dict[str, Any]:
+        """What every snapshot must know about the decompositions (the ``backend``/``precision`` choice)."""
+        if (self.backend, self.precision) == ("auto", "fp64"):
+            return {}
+        return {"backend": self.backend, "precision": self.precision}
+
     def conventions(self, analyzers: Sequence[Any], *, source: str) -> dict[str, Any]:
         """The conventions recorded in every table's ``attrs``, so numbers can be interpreted later."""
         from ..version import __version__
@@ -304,6 +335,8 @@ class Settings:
         }
         if self.base is not None:
             out["base"] = describe_base(self.base)
+        if (self.backend, self.precision) != ("auto", "fp64"):
+            out["decompositions"] = {"backend": self.backend, "precision": self.precision}
         if self.schedule is not None:
             out["step_semantics"] = "row at step t: W_t, dW_t = W_t - W_{t-1}, G_{t-1}"
         return out
@@ -324,116 +357,6 @@ class Settings:
         return settings_fingerprint(
             analyzers=analyzers, entries=entries, schedule=self.schedule, mode=mode, spectra_version=__version__,
             normalize=self.normalize, esd_method=self.esd_method, layer_rules=dict(self.layer_rules),
-            on_error=self.on_error, run=self.run, tags=dict(self.tags), step=step, **extra,
+            on_error=self.on_error, run=self.run, tags=dict(self.tags), step=step, backend=self.backend,
+            precision=self.precision, **extra,
         )
-
-
-def settings_fingerprint(*, analyzers: Sequence[Any], entries: Sequence[Any], schedule: Any = None,
-                         **settings: Any) -> dict[str, str]:
-    """``{name: description}`` of analyzers, layers, the schedule and any other ``settings`` (for rank checks)."""
-    out = {
-        "analyzers": _describe(
-            [[a.name, f"{type(a).__module__}.{type(a).__qualname__}", a.config(),
-              _describe(getattr(a, "schedule", None))] for a in analyzers]
-        ),
-        "layers": _describe(
-            [[e.layer, e.param_name, [[s.view, s.N, s.M, s.num_matrices] for s in e.shapes]] for e in entries]
-        ),
-    }
-    if schedule is not None:
-        out["schedule"] = _describe(schedule)
-    for k in sorted(settings):
-        out[k] = _describe(settings[k])
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- checks
-def _as_tuple(value: Any, name: str) -> tuple[Any, ...]:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        return (value,)
-    return tuple(value)
-
-
-def _check_analyzer_specs(specs: Sequence[Any]) -> None:
-    from ..analyzers.base import Analyzer
-
-    for spec in specs:
-        if isinstance(spec, type) and issubclass(spec, Analyzer):
-            raise TypeError(
-                f"got the analyzer class {spec.__name__}; pass an instance ({spec.__name__}()) or its "
-                f"registered name {spec.name!r}"
-            )
-        if not isinstance(spec, (str, Analyzer)):
-            raise TypeError(
-                f"analyzers must be registered names or Analyzer instances, got {type(spec).__name__}: {spec!r}"
-            )
-
-
-def _check_options(options: Any) -> dict[str, dict[str, Any]]:
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping) or not all(isinstance(v, Mapping) for v in options.values()):
-        raise TypeError(
-            f"analyzer_options must map analyzer names to option dicts, e.g. {{'tail': {{'method': 'ww'}}}}; got "
-            f"{options!r}"
-        )
-    return {str(k): dict(v) for k, v in options.items()}
-
-
-def _with_fit(fit: Any, options: Any, analyzers: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    """Fold ``fit=`` into the ``tail`` analyzer's options when ``"tail"`` is requested by name (explicit wins)."""
-    out = _check_options(options)
-    if fit is None:
-        return out
-    from ..functional.powerlaw import FIT_METHODS
-
-    if fit not in FIT_METHODS:
-        raise ValueError(f"unknown fit method {fit!r}; allowed: {', '.join(FIT_METHODS)}")
-    if "tail" in analyzers:
-        out.setdefault("tail", {}).setdefault("method", fit)
-    return out
-
-
-def _check_layer_rules(rules: Any) -> dict[str, Any]:
-    from ..layers import BuiltinLayerRules
-
-    if not isinstance(rules, Mapping):
-        raise TypeError(f"layer_rules must be a dict of options, got {type(rules).__name__} {rules!r}")
-    allowed = [p for p in inspect.signature(BuiltinLayerRules.__init__).parameters if p != "self"]
-    unknown = sorted(set(rules) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown layer rule option(s) {unknown}; allowed: {', '.join(allowed)}")
-    BuiltinLayerRules(**rules)  # each rule checks its own values (e.g. conv_slices)
-    return dict(rules)
-
-
-def _check_tags(tags: Any) -> dict[str, Any]:
-    """Tags are constant extra columns: names that are not the table's, values that every format can store."""
-    import math
-
-    import numpy as np
-
-    from ..table.schema import COLUMNS
-
-    if tags is None:
-        return {}
-    if not isinstance(tags, Mapping):
-        raise TypeError(f"tags must be a mapping of column names to values, got {type(tags).__name__} {tags!r}")
-    bad = [k for k in tags if not isinstance(k, str) or not k]
-    if bad:
-        raise TypeError(f"tag names must be non-empty strings, got {bad!r}")
-    reserved = (*COLUMNS, "run_id")
-    clash = [k for k in tags if k in reserved]
-    if clash:
-        raise ValueError(f"tag name(s) {clash} collide with the table's columns ({', '.join(reserved)}); rename them")
-    out = {}
-    for k, v in tags.items():
-        v = v.item() if isinstance(v, np.generic) else v
-        if v is not None and not isinstance(v, (str, bool, int, float)):
-            raise TypeError(f"tag {k!r} is a {type(v).__name__} ({v!r}); tags must be str, int, float, bool or None")
-        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
-            raise ValueError(f"tag {k!r} = {v} does not fit a 64-bit integer column; pass it as a string")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError(f"tag {k!r} = {v} is not finite; tags must be finite numbers (or a string)")
-        out[k] = v
-    return out
