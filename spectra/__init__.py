@@ -29,6 +29,7 @@ _EXPORTS = {
     "get_plugin_manager": "plugins",
     "Analyzer": "analyzers.base",
     "Measurement": "analyzers.base",
+    "BackgroundError": "pipeline.background",
     "every": "schedules",
     "at": "schedules",
     "logspaced": "schedules",

@@ -332,3 +332,11 @@ def test_missing_framework_names_the_extra():
     assert len(lines) == 2, proc.stderr[-2000:]
     assert all('pip install "spectra[integrations]"' in line for line in lines)
     assert "PyTorch Lightning" in lines[0] and "transformers" in lines[1]
+
+
+@pytest.mark.parametrize("option", [{"background": True}, {"warn_overhead": 0.2}, {"background_queue": 3}])
+def test_monitor_only_options_are_refused_not_ignored(option):
+    from spectra.integrations.lightning import SpectraCallback
+
+    with pytest.raises(TypeError, match="not available in the trainer callbacks"):
+        SpectraCallback(**option)
