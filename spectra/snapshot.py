@@ -140,10 +140,19 @@ class DecompositionPlan:
 
 
 def _to_numpy64(t: Any) -> np.ndarray:
+    """The tensor as float64 numpy (a float64 CPU tensor's buffer is shared, as ``Tensor.to`` would share it).
+
+    CPU tensors of a dtype numpy knows are cast by numpy: single-threaded and without the GIL, so that
+    decompositions running in parallel threads do not each start a torch OpenMP team (bf16 and other dtypes
+    numpy lacks go through torch). The values are the same either way: a widening cast is exact.
+    """
     if hasattr(t, "detach"):
         import torch
 
-        return t.detach().to(device="cpu", dtype=torch.float64).numpy()
+        t = t.detach()
+        if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16) and not t.is_sparse:
+            return np.asarray(t.numpy(), dtype=np.float64)
+        return t.to(device="cpu", dtype=torch.float64).numpy()
     return np.asarray(t, dtype=np.float64)
 
 

@@ -54,7 +54,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..functional.alignment import frobenius_cosine, overlap_matrix, principal_angles, subspace_fraction, top_svd
+from ..functional.alignment import (frobenius_cosine, overlap_matrix, principal_angles, sq_norm, subspace_fraction,
+                                    top_svd)
 from ..hookspecs import hookimpl
 from ..snapshot import SVD, LayerState, Request
 from .base import Analyzer, Measurement
@@ -157,7 +158,7 @@ class AlignmentAnalyzer(Analyzer):
         k = min(self.k, N, M)
         clamp_msg = f"requested k={self.k} clamped to min(N, M)={k}" if k < self.k else ""
         W_prev = src.svd("previous", k)
-        norm_prev = float(np.linalg.norm(src.array("previous")))
+        norm_prev = float(np.sqrt(sq_norm(src.array("previous"))))
 
         if has_update:
             yield Measurement("k", float(k), matrix="update", message=clamp_msg)
@@ -180,7 +181,7 @@ class AlignmentAnalyzer(Analyzer):
         self, src: "_Matrices", kind: str, k: int, norm_prev: float, W_prev: SVD, W_after: SVD | None
     ) -> Iterator[Measurement]:
         X = src.array(kind)
-        fro2 = float(np.sum(X * X))
+        fro2 = sq_norm(X)
         rel = float(np.sqrt(fro2)) / norm_prev if norm_prev > 0 else float("nan")
         if np.isnan(rel):
             yield Measurement("relative_norm", rel, matrix=kind, status="skipped", message="W_{t-1} is zero")

@@ -65,7 +65,10 @@ def as_matrix(W: Any, *, name: str = "W"):
     if a.size == 0:
         raise ValueError(f"{name} is empty, shape {a.shape}")
     a = a.astype(np.float64, copy=False)
-    bad = int((~np.isfinite(a)).sum())
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.einsum("ij->", a)):  # one pass, no temporary: a NaN or Inf makes the sum non-finite
+            return a
+    bad = int((~np.isfinite(a)).sum())  # the sum overflowed, or there are NaN/Inf entries: count them
     if bad:
         raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or Inf) out of {a.size}")
     return a

@@ -195,12 +195,15 @@ def run_analyzers(
     tags = dict(tags or {})
     records: list[Record] = []
     planned = [(st, [an for an in analyzers if all(st.has(k) for k in runtime_needs(an))]) for st in states]
-    pending = _start_decompositions(planned, 0, executor)
+    pending = _start_decompositions(planned, 0, executor) if executor is not None else []
     for i, (st, runnable) in enumerate(planned):
         t0 = perf_counter()
-        for future in pending:  # this snapshot's decompositions (their errors surface at the analyzer's call)
-            future.result()
-        pending = _start_decompositions(planned, i + 1, executor)
+        if executor is None:  # this snapshot's decompositions, here and now
+            _start_decompositions(planned, i, None)
+        else:  # wait for this snapshot's, start the next one's (errors surface at the analyzer's own call)
+            for future in pending:
+                future.result()
+            pending = _start_decompositions(planned, i + 1, executor)
         t1 = perf_counter()
         if profile is not None:
             profile.add("decompose", "", st.layer, st.view, t1 - t0)
