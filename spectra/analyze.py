@@ -13,7 +13,7 @@ from .table.results import Results
 __all__ = ["analyze", "load_target"]
 
 
-def analyze(obj: Any, *, settings: Settings | None = None, **options: Any) -> Results:
+def analyze(obj: Any, *, settings: Settings | None = None, workers: int = 1, **options: Any) -> Results:
     """Analyze every weight matrix of a model once (step 0).
 
     Args:
@@ -21,6 +21,8 @@ def analyze(obj: Any, *, settings: Settings | None = None, **options: Any) -> Re
             path to a checkpoint (``.pt/.pth/.bin/.ckpt`` loaded with ``weights_only=True``, ``.safetensors``) or
             to a Hugging Face model directory, sharded or not (see :mod:`spectra.checkpoints`).
         settings: a ready :class:`~spectra.pipeline.Settings` (keyword options override it).
+        workers: analyze the layer views in this many processes (default 1: in this process). The results are
+            those of ``workers=1``, row for row (see :mod:`spectra.pipeline.pool`).
         **options: any :class:`~spectra.pipeline.Settings` option. The common ones:
 
             * ``analyzers``: names or :class:`~spectra.Analyzer` instances (default ``("esd", "tail")``, with
@@ -51,7 +53,9 @@ def analyze(obj: Any, *, settings: Settings | None = None, **options: Any) -> Re
         TypeError / ValueError: a bad option (the message names it and what is allowed) or target.
     """
     from .pipeline.pipeline import Pipeline
+    from .pipeline.pool import check_workers, run_with_workers
 
+    check_workers(workers)
     settings = Settings.build("analyze", settings, **options)
     pipeline = Pipeline(settings, load_target(obj), source="analyze")
     try:
@@ -63,7 +67,7 @@ def analyze(obj: Any, *, settings: Settings | None = None, **options: Any) -> Re
         # offline there is no update, unless a base stands in for W_{t-1}; a gradient is never required
         available = {"weight", "update"} if settings.base is not None else {"weight"}
         runnable = [a for a in pipeline.analyzers if runtime_needs(a) <= available]
-        records = pipeline.run(0, runnable)
+        records = pipeline.run(0, runnable) if workers == 1 else run_with_workers(pipeline, 0, runnable, workers)
     finally:
         pipeline.close()
     return Results(records, layers=pipeline.layer_rows, attrs=pipeline.attrs)

@@ -119,7 +119,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     target = resolve_target(args.target)
     base = resolve_target(args.base) if args.base else None
     res = spectra.analyze(target, fit=args.fit, layers=args.layers, conv_slices=args.conv_slices,
-                          progress=None if not args.quiet else False, base=base,
+                          progress=None if not args.quiet else False, base=base, workers=args.workers,
                           analyzer_options={"esd": {"spectrum": True}} if plot_dir is not None else None)
     wide = res.to_wide()
     cols = [c for c in ("layer", "view", "N", "M", "alpha", "alpha_hill", "D", "n_tail", "lambda_max",
@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--base", metavar="PATH", help="also analyze dW = W - W_base against this base checkpoint "
                    "(or module:callable): rows with matrix=delta")
     a.add_argument("--force", action="store_true", help="overwrite --out and the --plot figures")
+    a.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="analyze the layers in N worker processes (default 1: in this process; same results)")
     a.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=_cmd_analyze)
 

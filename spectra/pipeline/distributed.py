@@ -36,6 +36,7 @@ import datetime
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,9 +100,10 @@ def as_config(distributed: Any) -> DistributedConfig | None:
 
 
 def _pg_ready() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
+    """Whether a default process group is initialised. Looks in ``sys.modules`` and never imports
+    ``torch.distributed``: no group can exist unless the program imported it."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized()
 
 
 def resolve_mode(distributed: Any) -> str | None:
