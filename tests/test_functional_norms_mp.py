@@ -84,3 +84,17 @@ def test_count_outliers_strict():
 def test_bad_dims(bad):
     with pytest.raises(ValueError, match="positive"):
         mp_edges(*bad)
+
+
+def test_mp_median_matches_high_precision_quadrature():
+    import mpmath as mpm
+
+    from spectra.functional.mp import mp_median
+
+    mpm.mp.dps = 30
+    for N, M in ((1000, 900), (1000, 500), (2000, 100), (500, 500)):
+        y = mpm.mpf(M) / N
+        a, b = (1 - mpm.sqrt(y)) ** 2, (1 + mpm.sqrt(y)) ** 2
+        cdf = lambda x: mpm.quad(lambda t: mpm.sqrt((b - t) * (t - a)) / (2 * mpm.pi * y * t), [a, x])  # noqa: E731
+        ref = float(mpm.findroot(lambda x: cdf(x) - mpm.mpf(1) / 2, (a + b) / 2 * mpm.mpf("0.8")))
+        assert abs(mp_median(N, M, normalize=True) - ref) <= 1e-14 * ref

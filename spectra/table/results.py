@@ -35,10 +35,9 @@ class Results:
         self._blocks: list[RecordColumns] = []
         self._frame = None
         self.extend(records)
-        if hasattr(layers, "columns"):
-            self._layers = layers.copy()
-        else:
-            self._layers = layers_frame(list(layers))
+        # the layers table is built on first use: pandas need not be imported until a frame is asked for
+        self._layer_source: Any = layers.copy() if hasattr(layers, "columns") else list(layers)
+        self._layers_frame = None
         self.attrs: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
         if attrs:
             self.attrs.update(attrs)
@@ -77,6 +76,14 @@ class Results:
     def layers(self):
         """The layers side table: ``layer, view, module_type, N, M, Q, num_matrices, dtype, skip_reason``."""
         return self._layers.copy()
+
+    @property
+    def _layers(self):
+        """The layers side table as a frame (built once, from the rows given at construction)."""
+        if self._layers_frame is None:
+            src = self._layer_source
+            self._layers_frame = src if hasattr(src, "columns") else layers_frame(src)
+        return self._layers_frame
 
     def to_pandas(self):
         """The tidy table (one row per observation) with the conventions in ``DataFrame.attrs``."""
@@ -204,4 +211,5 @@ class Results:
         return Results.from_pandas(concat_frames(frames), layers=layers, attrs=results[0].attrs)
 
     def __repr__(self) -> str:
-        return f"Results({len(self)} rows, {len(self._layers)} layer views)"
+        src = self._layer_source if self._layers_frame is None else self._layers_frame
+        return f"Results({len(self)} rows, {len(src)} layer views)"
