@@ -13,7 +13,7 @@ from .table.results import Results
 __all__ = ["analyze", "load_target"]
 
 
-def analyze(obj: Any, *, settings: Settings | None = None, workers: int = 1, **options: Any) -> Results:
+def analyze(obj: Any, *, settings: Settings | None = None, **options: Any) -> Results:
     """Analyze every weight matrix of a model once (step 0).
 
     Args:
@@ -21,8 +21,6 @@ def analyze(obj: Any, *, settings: Settings | None = None, workers: int = 1, **o
             path to a checkpoint (``.pt/.pth/.bin/.ckpt`` loaded with ``weights_only=True``, ``.safetensors``) or
             to a Hugging Face model directory, sharded or not (see :mod:`spectra.checkpoints`).
         settings: a ready :class:`~spectra.pipeline.Settings` (keyword options override it).
-        workers: analyze the layer views in this many processes (default 1: in this process). The results are
-            those of ``workers=1``, row for row (see :mod:`spectra.pipeline.pool`).
         **options: any :class:`~spectra.pipeline.Settings` option. The common ones:
 
             * ``analyzers``: names or :class:`~spectra.Analyzer` instances (default ``("esd", "tail")``, with
@@ -42,7 +40,10 @@ def analyze(obj: Any, *, settings: Settings | None = None, workers: int = 1, **o
             * ``on_error`` (``"warn"``, ``"raise"``, ``"ignore"``), ``run``, ``tags``, ``log_dir``;
             * ``progress`` (a tqdm bar; ``None``: on a terminal for many layers), ``blas_threads``;
             * ``plugins``, ``plugin_manager``;
-            * ``distributed`` (``"auto"``, ``"shard"``, ``"rank0"``: every rank calls ``analyze``).
+            * ``distributed`` (``"auto"``, ``"shard"``, ``"rank0"``: every rank calls ``analyze``);
+            * ``workers``: analyze the layer views in this many processes (``workers=1``, the default: in this
+              process; a positive integer). The results are those of ``workers=1``, row for row (see
+              :mod:`spectra.pipeline.pool`).
 
     Returns:
         :class:`~spectra.Results` with ``step = 0``; ``results.layers`` lists every parameter, with the skip
@@ -53,9 +54,7 @@ def analyze(obj: Any, *, settings: Settings | None = None, workers: int = 1, **o
         TypeError / ValueError: a bad option (the message names it and what is allowed) or target.
     """
     from .pipeline.pipeline import Pipeline
-    from .pipeline.pool import check_workers, run_with_workers
 
-    check_workers(workers)
     settings = Settings.build("analyze", settings, **options)
     pipeline = Pipeline(settings, load_target(obj), source="analyze")
     try:
@@ -67,7 +66,12 @@ def analyze(obj: Any, *, settings: Settings | None = None, workers: int = 1, **o
         # offline there is no update, unless a base stands in for W_{t-1}; a gradient is never required
         available = {"weight", "update"} if settings.base is not None else {"weight"}
         runnable = [a for a in pipeline.analyzers if runtime_needs(a) <= available]
-        records = pipeline.run(0, runnable) if workers == 1 else run_with_workers(pipeline, 0, runnable, workers)
+        if settings.workers == 1:
+            records = pipeline.run(0, runnable)
+        else:
+            from .pipeline.pool import run_with_workers
+
+            records = run_with_workers(pipeline, 0, runnable, settings.workers)
     finally:
         pipeline.close()
     return Results(records, layers=pipeline.layer_rows, attrs=pipeline.attrs)

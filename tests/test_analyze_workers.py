@@ -357,3 +357,38 @@ def test_cli_workers(tmp_path, capsys):
     assert capsys.readouterr().out == one
     assert main(["analyze", str(path), "--workers", "0"]) == 2
     assert "workers must be a positive integer" in capsys.readouterr().err
+
+
+def test_workers_comes_from_the_settings_and_the_keyword_overrides_it(caplog):
+    from spectra.pipeline.settings import Settings
+
+    model = _model()
+    ready = Settings.build("analyze", workers=2, progress=False)
+    with caplog.at_level("DEBUG", logger="spectra.pipeline.pool"):
+        two = spectra.analyze(model, settings=ready)
+    _same(_run(model)[0], two)
+    assert _counts(caplog) == (len(two.to_wide()), 0)  # the settings' workers analyzed every view
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="spectra.pipeline.pool"):
+        one = spectra.analyze(model, settings=ready, workers=1)
+    _same(one, two)
+    assert not [r for r in caplog.records if r.name == "spectra.pipeline.pool"]  # no pool: workers=1 won
+
+
+def test_the_pool_modules_keep_the_pools_names():
+    from spectra.pipeline import pool_remote, pool_spec, pool_start, pool_transport, pool_worker
+
+    assert pool.check_workers is pool_start.check_workers and pool.start_method is pool_start.start_method
+    assert pool.worker_spec is pool_spec.worker_spec and pool.WorkerSpec is pool_spec.WorkerSpec
+    assert pool.measure is pool_worker.measure
+    assert pool.RemoteAnalyzer is pool_remote.RemoteAnalyzer and pool.RemoteTraceback is pool_remote.RemoteTraceback
+    assert pool._send is pool_transport.send and pool._recv is pool_transport.recv
+    assert {name for name in pool.__all__ if not hasattr(pool, name)} == set()
+
+
+@pytest.mark.parametrize("bad", [3, 0.5])
+def test_a_monitor_refuses_workers(bad):
+    model = nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=r"workers: a training driver .*decompose_threads=.*background=True"):
+        spectra.SpectraMonitor(model, opt, workers=bad)

@@ -339,3 +339,48 @@ def test_tag_names_are_checked_against_the_columns():
         with pytest.raises(ValueError, match=f"'{column}'"):
             Settings.build("analyze", tags={column: 1})
     assert Settings.build("analyze", tags={"lr": 0.1, "seed": 3}).tags == {"lr": 0.1, "seed": 3}
+
+
+# ---------------------------------------------------------------------------------------------- workers
+def test_workers_defaults_to_one_and_takes_a_positive_int():
+    assert Settings.build("analyze").workers == 1 and Settings.build("monitor").workers == 1
+    assert Settings.build("analyze", workers=3).workers == 3
+    assert Settings.build("analyze").replace(workers=2).workers == 2
+
+
+@pytest.mark.parametrize("bad", [0, -2, True, False, 2.0, "2", None])
+def test_workers_must_be_a_positive_int(bad):
+    message = re.escape(f"workers must be a positive integer (1: analyze in this process, N > 1: in N worker "
+                        f"processes), got {bad!r}")
+    with pytest.raises(ValueError, match=message):
+        Settings.build("analyze", workers=bad)
+    with pytest.raises(ValueError, match=message):
+        Settings.build("analyze").replace(workers=bad)
+    with pytest.raises(ValueError, match=message):
+        spectra.analyze(_mlp(), workers=bad)
+
+
+@pytest.mark.parametrize("value", [2, 8, 0, True, "2"])
+def test_workers_is_refused_by_a_training_driver(value):
+    fragments = ["workers: a training driver analyzes in the training process", "decompose_threads=",
+                 "background=True", "spectra.analyze(model_or_checkpoint, workers=...)"]
+    err = _error(lambda: Settings.build("monitor", workers=value))
+    assert type(err) is TypeError and all(f in str(err) for f in fragments), str(err)
+    err = _bad_in_monitor({"workers": value})
+    assert type(err) is TypeError and all(f in str(err) for f in fragments), str(err)
+    with pytest.raises(TypeError, match="workers: a training driver"):  # nor inherited from offline settings
+        Settings.build("monitor", Settings.build("analyze", workers=2))
+    assert Settings.build("monitor", workers=1).workers == 1  # the default is no request
+
+
+def test_workers_is_neither_a_convention_nor_in_the_fingerprint():
+    one, many = _pipeline("analyze"), _pipeline("analyze", workers=3)
+    assert many.settings.workers == 3
+    assert many.settings.conventions(many.analyzers, source="analyze") == one.settings.conventions(
+        one.analyzers, source="analyze")
+    assert many.attrs == one.attrs
+
+    def fingerprint(p):
+        return p.settings.fingerprint(analyzers=p.analyzers, entries=p.entries, mode="shard")
+
+    assert fingerprint(many) == fingerprint(one)

@@ -24,6 +24,7 @@ from .engine import ON_ERROR, ErrorPolicy
 from .fingerprint import settings_fingerprint
 from .option_checks import as_tuple, check_analyzer_specs, check_layer_rules, check_options, check_tags, is_int
 from .option_checks import with_fit
+from .pool_start import check_workers
 
 __all__ = ["Settings", "DRIVER_DEFAULTS", "DELTA_ANALYZERS", "ON_ERROR", "SHORTCUTS"]
 
@@ -47,7 +48,7 @@ _TRAINING_ONLY = ("every", "schedule")
 # options only a training driver can use, refused offline when given a value other than None/False
 _TRAINING_ONLY_RUN = ("background", "background_queue", "warn_overhead")
 # options only the offline driver can use
-_OFFLINE_ONLY = ("base", "device")
+_OFFLINE_ONLY = ("base", "device", "workers")
 # analyze's analyzers when a base is given (and analyzers= is not): the deltas' ESD, tail and alignment
 DELTA_ANALYZERS = ("esd", "tail", "alignment")
 
@@ -98,6 +99,9 @@ class Settings:
         base: offline only (``spectra.analyze``): a model, state_dict or checkpoint path to compare with. Every
             layer then also gets rows about ΔW = W − W_base (``matrix="delta"``; LoRA adapters merged, their
             ΔW taken as scaling·B·A); see :mod:`spectra.pipeline.deltas`.
+        workers: offline only (``spectra.analyze``; a training driver refuses any value but 1): analyze the layer
+            views in this many processes (1, the default: in this process); the results are those of
+            ``workers=1``, row for row (:mod:`spectra.pipeline.pool`).
         background: training drivers: analyze due steps in one worker thread while training goes on (the hooks
             only copy what is needed); results are identical to the synchronous mode's
             (:mod:`spectra.pipeline.background`).
@@ -130,6 +134,7 @@ class Settings:
     precision: str = "fp64"
     device: Any = None
     base: Any = None
+    workers: int = 1
     background: bool = False
     background_queue: int = 2
     warn_overhead: float | None = None
@@ -195,6 +200,14 @@ class Settings:
                 raise TypeError(
                     "device: a training driver analyses the parameters on their own device (a CUDA model's "
                     "copies stay on the GPU); device= is for spectra.analyze(model_or_checkpoint, device=...)"
+                )
+            workers = values.get("workers", 1)
+            if not (is_int(workers) and workers == 1):  # 1, the default, asks for nothing
+                raise TypeError(
+                    "workers: a training driver analyzes in the training process; to use more cores there, set "
+                    "decompose_threads= (threads that decompose a due step's matrices in parallel) or "
+                    "background=True (a worker thread analyzes while training goes on); workers= is for "
+                    "spectra.analyze(model_or_checkpoint, workers=...)"
                 )
         elif values.get("base") is not None and "analyzers" not in options and (
                 tuple(values.get("analyzers", ())) == DRIVER_DEFAULTS["analyze"]["analyzers"]):
@@ -281,6 +294,7 @@ class Settings:
             raise TypeError(f"progress must be True, False or None, got {self.progress!r}")
         if self.base is not None:
             check_base(self.base)  # raises TypeError naming the value and the allowed kinds
+        check_workers(self.workers)  # raises ValueError naming the value (bools refused)
         if not isinstance(self.background, bool):
             raise TypeError(f"background must be True or False, got {type(self.background).__name__} "
                             f"{self.background!r}")
