@@ -539,3 +539,37 @@ def test_background_is_refused_under_torch_distributed(monkeypatch):
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     with pytest.raises(ValueError, match="background=True cannot be used under torch.distributed"):
         SpectraMonitor(model, opt, background=True, distributed="auto")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_the_worker_yields_the_cpu_to_training_and_training_keeps_its_priority():
+    import os
+    import threading
+
+    seen = {}
+
+    def nice_of(tid: int) -> int:
+        with open(f"/proc/self/task/{tid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+    from spectra.pipeline import background
+
+    orig = background.yield_to_training
+
+    def spy():
+        orig()
+        seen["worker"] = nice_of(threading.get_native_id())
+
+    background.yield_to_training = spy
+    try:
+        model = torch.nn.Linear(6, 4)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with spectra.SpectraMonitor(model, opt, every=1, background=True, warn_overhead=None) as mon:
+            opt.zero_grad()
+            model(torch.randn(3, 6)).sum().backward()
+            opt.step()
+            mon.results
+    finally:
+        background.yield_to_training = orig
+    assert seen["worker"] == 19
+    assert nice_of(threading.get_native_id()) == os.getpriority(os.PRIO_PROCESS, 0)

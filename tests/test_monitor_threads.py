@@ -35,12 +35,21 @@ def test_the_table_does_not_depend_on_the_number_of_threads():
         pd.testing.assert_frame_equal(many, one)
 
 
-def test_default_is_one_per_core_in_sync_mode_and_one_in_background(monkeypatch):
+def test_default_is_one_per_core_in_sync_mode_and_the_free_cores_in_background(monkeypatch):
+    from spectra.pipeline.pipeline import auto_decompose_threads
+
+    assert auto_decompose_threads(background=False, torch_threads=2, cores=8) == 4  # training waits: all cores
+    assert auto_decompose_threads(background=False, torch_threads=1, cores=2) == 2
+    assert auto_decompose_threads(background=True, torch_threads=1, cores=2) == 1  # the core training leaves
+    assert auto_decompose_threads(background=True, torch_threads=7, cores=8) == 1
+    assert auto_decompose_threads(background=True, torch_threads=2, cores=2) == 2  # no free core: all, at low priority
+    assert auto_decompose_threads(background=True, torch_threads=1, cores=1) == 1
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     _, pool = _train()
     assert pool._max_workers == 4
+    monkeypatch.setattr("spectra.pipeline.pipeline._torch_threads", lambda: 7)
     _, pool = _train(background=True)
-    assert pool is None
+    assert pool is None  # one free core: the worker alone
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -87,6 +89,24 @@ def pin_torch_threads(n: int | None) -> None:
                                daemon=True)
     restore.start()
     restore.join()
+
+
+def yield_to_training() -> None:
+    """Give the calling (worker) thread the lowest CPU priority, where the OS allows a per-thread one (Linux).
+
+    With a free core this changes nothing: the worker runs there. When training's threads use every core, the
+    worker no longer time-slices with them at equal priority (which made background mode slower than
+    synchronous analysis): it runs when a core is idle, and otherwise the bounded queue fills and training
+    waits for it, as the synchronous mode would. Only this thread is affected; it is never raised back (an
+    unprivileged process cannot), and it ends with the worker.
+    """
+    setpriority = getattr(os, "setpriority", None)
+    if not sys.platform.startswith("linux") or setpriority is None:  # elsewhere the priority is per process
+        return
+    try:
+        setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: a thread id is a task id
+    except OSError:  # not permitted, or the platform's setpriority is per process: leave it
+        pass
 
 
 def _ready_events(copies: Copies) -> list[tuple[Any, Any]]:
@@ -282,6 +302,7 @@ class StepRunner:
 
     def _loop(self) -> None:
         pin_torch_threads(self.threads)
+        yield_to_training()
         while True:
             with self._cond:
                 while not self._jobs and not self._stop:

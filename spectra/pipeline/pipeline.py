@@ -63,6 +63,7 @@ class Pipeline:
         self.policy = ErrorPolicy(settings.on_error)
         self.profile = Profile()
         self._pool: ThreadPoolExecutor | None = None
+        self._torch_threads = _torch_threads()  # the creating (training) thread's, read before any worker pins its own
         self.pm = settings.plugin_manager or get_plugin_manager(
             plugins=settings.plugins, builtin_options={"spectra.layers": dict(settings.layer_rules)}
         )
@@ -338,14 +339,38 @@ class Pipeline:
         """The threads that decompose a step's matrices (``Settings.decompose_threads``), made on first use;
         ``None`` for one thread."""
         n = self.settings.decompose_threads
-        if n is None:  # one per core (up to 4) while training waits; the background worker stays one thread
-            n = 1 if self.settings.background else min(4, os.cpu_count() or 1)
+        if n is None:
+            n = auto_decompose_threads(background=self.settings.background, torch_threads=self._torch_threads)
         if n < 2:
             return None
         if self._pool is None:
             self._pool = ThreadPoolExecutor(n, thread_name_prefix="spectra-decompose")
         return self._pool
 
+
+
+def _torch_threads() -> int:
+    """The calling thread's torch intra-op threads (1 when torch is not imported)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 1
+
+
+def auto_decompose_threads(*, background: bool, torch_threads: int, cores: int | None = None) -> int:
+    """``decompose_threads=None``: how many threads decompose a due step's matrices.
+
+    Synchronously training waits, so every core (up to 4) decomposes. In the background the worker takes the
+    cores training leaves free (torch's intra-op threads use the others), at least one; when training already
+    uses every core, the worker (which runs at the lowest priority) takes them all too: it then runs when
+    training leaves a core idle, or while training waits for the queue, and one thread would make the
+    background slower than the synchronous mode.
+    """
+    cores = max(1, cores if cores is not None else (os.cpu_count() or 1))
+    if not background:
+        return min(4, cores)
+    free = cores - max(1, torch_threads)
+    return min(4, free) if free > 0 else min(4, cores)
 
 
 def _check_rules_of(pm: Any, rules: dict[str, Any]) -> None:
