@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ._planned import PlannedDecomposition
 from ._validate import as_matrix
 from .certify import EVALS_RTOL, gram_error_bound, rank_floor, rounding_error, temple_lower_bounds, untrusted_bottom
 from .topk import Fallback, fix_signs, full_svd, rayleigh_ritz, staged_top
@@ -57,7 +58,7 @@ REFINE_MIN = 8
 _REFINE_EXTRA = 4  # extra eigenvectors in the refinement subspace
 
 
-class Decomposer:
+class Decomposer(PlannedDecomposition):
     """Shared, lazily computed decompositions of one real matrix (see the module docstring).
 
     Args:
@@ -115,31 +116,6 @@ class Decomposer:
     def n(self) -> int:
         """min(N, M): the number of eigenvalues / singular values."""
         return min(self._A.shape)
-
-    # ------------------------------------------------------------------ plan
-    def plan(self, *, evals: bool = False, k: int | None = 0) -> None:
-        """Declare what will be asked, before asking (the routes depend on it; the numbers only within the
-        accuracy contract).
-
-        Args:
-            evals: all eigenvalues will be asked for.
-            k: the largest number of top triplets that will be asked for (0: none, ``None``: all).
-        """
-        self._want_evals = self._want_evals or bool(evals)
-        if k is None or self._want_k is None:
-            self._want_k = None
-        else:
-            self._want_k = max(self._want_k, int(k))
-
-    def compute(self, *, method: str = "auto", rtol: float = EVALS_RTOL) -> None:
-        """Compute everything declared with :meth:`plan` now (eigenvalues first: they share the reduction)."""
-        k = self._want_k
-        if k is None or (k and self._full_svd_for(k)):
-            self.top_svd(k)
-        if self._want_evals:
-            self.eigvals(method, rtol)
-        if k:
-            self.top_svd(k, rtol=rtol)
 
     # ------------------------------------------------------------------ shared pieces
     def _gram(self) -> None:

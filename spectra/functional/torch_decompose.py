@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from ._planned import PlannedDecomposition
 from ._torch_kernels import (
     _certified_union,
     _completion,
@@ -70,7 +71,7 @@ from .torch_precision import PRECISIONS, check_precision, matmul_eps
 __all__ = ["TorchDecomposer", "PRECISIONS", "check_precision", "matmul_eps"]
 
 
-class TorchDecomposer:
+class TorchDecomposer(PlannedDecomposition):
     """Shared, lazily computed decompositions of one real matrix, on its torch device (module docstring).
 
     The interface is :class:`spectra.functional.decompose.Decomposer`'s: ``plan``, ``compute``, ``fro2``,
@@ -136,25 +137,6 @@ class TorchDecomposer:
         """δ: the bound on |λ̂_i − σ_i²| of every Gram-route eigenvalue (8·eps·‖A‖²_F with the eps of
         :func:`matmul_eps`); float64 certificates build on it, float32 results carry it."""
         return gram_error_bound(self.fro2()) * (matmul_eps(self.precision, self.device) / EPS)
-
-    # ------------------------------------------------------------------ plan
-    def plan(self, *, evals: bool = False, k: int | None = 0) -> None:
-        """Declare what will be asked (see :meth:`spectra.functional.decompose.Decomposer.plan`)."""
-        self._want_evals = self._want_evals or bool(evals)
-        if k is None or self._want_k is None:
-            self._want_k = None
-        else:
-            self._want_k = max(self._want_k, int(k))
-
-    def compute(self, *, method: str = "auto", rtol: float = EVALS_RTOL) -> None:
-        """Compute everything declared with :meth:`plan` now."""
-        k = self._want_k
-        if k is None or (k and self._full_svd_for(k)):
-            self.top_svd(k)
-        if self._want_evals:
-            self.eigvals(method, rtol)
-        if k:
-            self.top_svd(k, rtol=rtol)
 
     # ------------------------------------------------------------------ shared pieces
     def _gram(self) -> None:
