@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
-import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -47,10 +45,10 @@ from ..table.schema import Record
 from ..threads import limit_blas_threads
 from .capture import Copies, copy_weights
 from .cost import CostWatch
+from .worker_threads import WORKER_NAME, pin_torch_threads, ready_events, yield_to_training
 
-__all__ = ["StepRunner", "BackgroundError", "pin_torch_threads"]
+__all__ = ["StepRunner", "BackgroundError", "pin_torch_threads", "yield_to_training"]
 
-WORKER_NAME = "spectra-analysis"
 _POLL_S = 0.5  # how often a waiting training thread re-checks that the worker is alive
 
 
@@ -68,61 +66,6 @@ class _Job:
     failures: list[Record] = field(default_factory=list)
     guard: bool = True  # apply the error policy to what escapes the pipeline (step 0 at attach: no, as before)
     ready: list[tuple[Any, Any]] = field(default_factory=list)  # (device, CUDA event recorded after the copies)
-
-
-def pin_torch_threads(n: int | None) -> None:
-    """Use ``n`` torch intra-op threads in the calling thread only (``None``: leave them).
-
-    ``torch.set_num_threads`` sets the calling thread's OpenMP and MKL threads, and also the default that threads
-    started later pick up; the default is put back from a throwaway thread, so only the caller keeps ``n``.
-    The training thread's own setting is never touched.
-    """
-    if n is None:
-        return
-    import torch
-
-    current = torch.get_num_threads()  # this thread's, initialised from the process default
-    if current == n:
-        return
-    torch.set_num_threads(n)
-    restore = threading.Thread(target=torch.set_num_threads, args=(current,), name=f"{WORKER_NAME}-restore",
-                               daemon=True)
-    restore.start()
-    restore.join()
-
-
-def yield_to_training() -> None:
-    """Give the calling (worker) thread the lowest CPU priority, where the OS allows a per-thread one (Linux).
-
-    With a free core this changes nothing: the worker runs there. When training's threads use every core, the
-    worker no longer time-slices with them at equal priority (which made background mode slower than
-    synchronous analysis): it runs when a core is idle, and otherwise the bounded queue fills and training
-    waits for it, as the synchronous mode would. Only this thread is affected; it is never raised back (an
-    unprivileged process cannot), and it ends with the worker.
-    """
-    setpriority = getattr(os, "setpriority", None)
-    if not sys.platform.startswith("linux") or setpriority is None:  # elsewhere the priority is per process
-        return
-    try:
-        setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: a thread id is a task id
-    except OSError:  # not permitted, or the platform's setpriority is per process: leave it
-        pass
-
-
-def _ready_events(copies: Copies) -> list[tuple[Any, Any]]:
-    """``(device, event)``: one CUDA event per device of the copies, recorded on its current stream (none for
-    CPU tensors)."""
-    devices = {t.device for item in copies.values() for t in item.values() if getattr(t, "is_cuda", False)}
-    if not devices:
-        return []
-    import torch
-
-    events = []
-    for dev in devices:
-        ev = torch.cuda.Event()
-        ev.record(torch.cuda.current_stream(dev))
-        events.append((dev, ev))
-    return events
 
 
 class StepRunner:
@@ -237,7 +180,7 @@ class StepRunner:
         t0 = perf_counter()
         if due is not None:
             copy_weights(copies, self.pipeline.local_entries(), include)
-            job.ready = _ready_events(copies)
+            job.ready = ready_events(copies)
             t1 = perf_counter()
             prof.add("handoff", "", "", "", t1 - t0)
             t0 = t1

@@ -1,0 +1,72 @@
+"""How the background worker thread sets itself up so that it does not fight training for the CPU.
+
+* :func:`pin_torch_threads`: the worker's own torch intra-op threads (the training thread's are left alone);
+* :func:`yield_to_training`: the worker's CPU priority, lowest where the OS has per-thread priorities;
+* :func:`ready_events`: CUDA events the worker waits on before it reads copies made on the training stream.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any, Mapping
+
+__all__ = ["pin_torch_threads", "yield_to_training", "ready_events", "WORKER_NAME"]
+
+WORKER_NAME = "spectra-analysis"
+
+
+def pin_torch_threads(n: int | None) -> None:
+    """Use ``n`` torch intra-op threads in the calling thread only (``None``: leave them).
+
+    ``torch.set_num_threads`` sets the calling thread's OpenMP and MKL threads, and also the default that threads
+    started later pick up; the default is put back from a throwaway thread, so only the caller keeps ``n``.
+    The training thread's own setting is never touched.
+    """
+    if n is None:
+        return
+    import torch
+
+    current = torch.get_num_threads()  # this thread's, initialised from the process default
+    if current == n:
+        return
+    torch.set_num_threads(n)
+    restore = threading.Thread(target=torch.set_num_threads, args=(current,), name=f"{WORKER_NAME}-restore",
+                               daemon=True)
+    restore.start()
+    restore.join()
+
+
+def yield_to_training() -> None:
+    """Give the calling (worker) thread the lowest CPU priority, where the OS allows a per-thread one (Linux).
+
+    With a free core this changes nothing: the worker runs there. When training's threads use every core, the
+    worker no longer time-slices with them at equal priority (which made background mode slower than
+    synchronous analysis): it runs when a core is idle, and otherwise the bounded queue fills and training
+    waits for it, as the synchronous mode would. Only this thread is affected; it is never raised back (an
+    unprivileged process cannot), and it ends with the worker.
+    """
+    setpriority = getattr(os, "setpriority", None)
+    if not sys.platform.startswith("linux") or setpriority is None:  # elsewhere the priority is per process
+        return
+    try:
+        setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: a thread id is a task id
+    except OSError:  # not permitted, or the platform's setpriority is per process: leave it
+        pass
+
+
+def ready_events(copies: Mapping[int, Mapping[str, Any]]) -> list[tuple[Any, Any]]:
+    """``(device, event)``: one CUDA event per device of the copies, recorded on its current stream (none for
+    CPU tensors)."""
+    devices = {t.device for item in copies.values() for t in item.values() if getattr(t, "is_cuda", False)}
+    if not devices:
+        return []
+    import torch
+
+    events = []
+    for dev in devices:
+        ev = torch.cuda.Event()
+        ev.record(torch.cuda.current_stream(dev))
+        events.append((dev, ev))
+    return events
