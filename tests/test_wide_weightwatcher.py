@@ -67,7 +67,12 @@ def test_weightwatcher_values_in_the_compatible_mode(both):
 
 
 def test_summary_has_weightwatcher_keys_and_describe_keeps_the_per_metric_table():
-    from spectra.compat.weightwatcher.runner import import_weightwatcher, hygiene, restore_longname, ww_cpu_path
+    from spectra.compat.weightwatcher.runner import (
+        hygiene,
+        import_weightwatcher,
+        restore_longname,
+        ww_cpu_path,
+    )
 
     model = _model()
     res = spectra.analyze(model, fit="ww")

@@ -36,7 +36,6 @@ from ..scalar_sinks import DEFAULT_METRICS, layer_means, scalar_values
 from ..table.results import Results
 
 __all__ = ["OptimizerDriver", "CallbackCore", "optimizer_names", "STATE_FORMAT", "DEFAULT_LOG_METRICS"]
-_MONITOR_ONLY = ("background", "background_queue", "warn_overhead")  # refused when given, never ignored
 
 STATE_FORMAT = 1
 DEFAULT_LOG_METRICS = DEFAULT_METRICS
@@ -246,13 +245,8 @@ class CallbackCore:
         options = dict(options)
         if "log_dir" in options:
             raise TypeError("pass log_dir= to the callback itself (it is the callback's own argument)")
-        options.setdefault("distributed", "auto")
-        if [k for k in _MONITOR_ONLY if k in options]:
-            raise TypeError(f"{', '.join(k for k in _MONITOR_ONLY if k in options)}: not available in the trainer "
-                            "callbacks, which analyse in the trainer's own hooks; use spectra.SpectraMonitor(model, "
-                            "optimizer, ...) for background analysis and cost warnings")
         self.source = source
-        self.settings = Settings.build("monitor", **options).replace(warn_overhead=None)
+        self.settings = Settings.build("callback", **options)
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.names = None if optimizer_names is None else list(optimizer_names)
         self.log_metrics = None if log_metrics is None else tuple(log_metrics)

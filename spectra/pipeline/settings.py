@@ -37,6 +37,9 @@ DRIVER_DEFAULTS: dict[str, dict[str, Any]] = {
                 "every": 10, "warn_overhead": 0.5, "decompose_threads": None},
     "analyze": {"analyzers": ("esd", "tail"), "run": "analyze", "blas_threads": None, "progress": None},
 }
+# the trainer callbacks: a training driver that analyses in the trainer's own hooks (no background worker, no
+# cost watch) and follows the trainer's processes by default
+DRIVER_DEFAULTS["callback"] = {**DRIVER_DEFAULTS["monitor"], "warn_overhead": None, "distributed": "auto"}
 # keyword shortcuts: option -> what it fills
 SHORTCUTS = {
     "fit": "analyzer_options['tail']['method']",
@@ -151,8 +154,9 @@ class Settings:
         """The settings of one driver from its keyword options.
 
         Args:
-            driver: ``"monitor"`` (a training driver: schedules allowed) or ``"analyze"`` (offline, step 0;
-                ``base=`` allowed, and then the default analyzers are :data:`DELTA_ANALYZERS`).
+            driver: ``"monitor"`` (a training driver: schedules allowed), ``"callback"`` (the trainer
+                callbacks: a training driver without background analysis or cost warnings) or ``"analyze"``
+                (offline, step 0; ``base=`` allowed, and then the default analyzers are :data:`DELTA_ANALYZERS`).
             start: settings to start from (``options`` override them); ``None`` starts from the driver's
                 defaults.
             **options: any field of :class:`Settings`, or a shortcut: ``fit=`` (the ``tail`` analyzer's
@@ -182,6 +186,12 @@ class Settings:
             if given:
                 raise TypeError(f"{', '.join(given)}: only a training driver (SpectraMonitor) analyzes in the "
                                 "background or estimates its overhead; spectra.analyze runs once, in this thread")
+        if driver == "callback":
+            given = [k for k in _TRAINING_ONLY_RUN if k in options]
+            if given:
+                raise TypeError(f"{', '.join(given)}: not available in the trainer callbacks, which analyse in the "
+                                "trainer's own hooks; use spectra.SpectraMonitor(model, optimizer, ...) for "
+                                "background analysis and cost warnings")
         values: dict[str, Any]
         if start is not None:  # field by field (asdict would deep-copy the user's analyzers and plugins)
             values = {f.name: getattr(start, f.name) for f in dataclasses.fields(cls)}
@@ -215,8 +225,8 @@ class Settings:
             values["analyzers"] = DELTA_ANALYZERS
         if every is not None and options.get("schedule") is not None:
             raise ValueError("pass either every= or schedule=, not both")
-        if driver == "monitor" and values.get("schedule") is None:
-            every = DRIVER_DEFAULTS["monitor"]["every"] if every is None else every
+        if driver != "analyze" and values.get("schedule") is None:
+            every = DRIVER_DEFAULTS[driver]["every"] if every is None else every
         if every is not None:
             from ..schedules import every as every_schedule
 
