@@ -296,21 +296,23 @@ class LayerState:
                 dec.strict = plan.strict
         tasks: list[Callable[[], None]] = []
         for kind, (ev, k) in plan.items():
-            if not self.has(kind):
-                continue
-            try:
-                shared = self._evals_from_decomposer(kind)
-                if k != 0 or (ev and shared):
-                    self._decomposer(kind).plan(evals=ev and shared, k=k)
-            except Exception as exc:  # surfaces again, with its traceback, at the analyzer's own call
-                logger.debug("prefetch of %s/%s %r failed: %r", self.layer, self.view, kind, exc)
-                continue
-            if ev or k != 0:
+            if self.has(kind) and (ev or k != 0):
                 tasks.append(functools.partial(self._compute_kind, kind, ev, k))
         return tasks
 
     def _compute_kind(self, kind: str, evals: bool, k: int | None) -> None:
-        """One kind's planned decompositions (a :meth:`prefetch_tasks` task): errors are logged, not raised."""
+        """One kind's planned decompositions (a :meth:`prefetch_tasks` task): errors are logged, not raised.
+
+        The task also makes the kind's decomposer (the float64 host copy and its validation included), so that
+        this work, too, runs in the task's thread.
+        """
+        try:
+            shared = self._evals_from_decomposer(kind)
+            if k != 0 or (evals and shared):
+                self._decomposer(kind).plan(evals=evals and shared, k=k)
+        except Exception as exc:  # surfaces again, with its traceback, at the analyzer's own call
+            logger.debug("prefetch of %s/%s %r failed: %r", self.layer, self.view, kind, exc)
+            return
         try:
             if evals:
                 self.evals(kind)
