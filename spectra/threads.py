@@ -9,23 +9,50 @@ thread by default (``blas_threads=1``); ``None`` leaves the process's settings a
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Iterator
 
-__all__ = ["limit_blas_threads"]
+__all__ = ["limit_blas_threads", "blas_controller"]
+
+
+def blas_controller() -> Any:
+    """A threadpoolctl controller of the BLAS libraries loaded now, for :func:`limit_blas_threads` to reuse.
+
+    Finding the loaded libraries costs about a millisecond (threadpoolctl scans the process's shared objects);
+    a driver that limits the threads on every due step makes one controller and passes it each time. ``None``
+    without threadpoolctl.
+    """
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency; degrade gracefully anyway
+        return None
+    return ThreadpoolController()
 
 
 @contextlib.contextmanager
-def limit_blas_threads(n: int | None) -> Iterator[None]:
-    """Limit BLAS/LAPACK threads to ``n`` inside the block (no-op for ``None`` or without threadpoolctl)."""
+def limit_blas_threads(n: int | None, *, controller: Any = None) -> Iterator[None]:
+    """Limit BLAS/LAPACK threads to ``n`` inside the block (no-op for ``None`` or without threadpoolctl).
+
+    Args:
+        n: the number of threads, or ``None`` to leave the settings alone.
+        controller: a controller from :func:`blas_controller` (the libraries it knows are the ones limited);
+            ``None`` finds the loaded libraries now.
+
+    Raises:
+        ValueError: ``n`` is not a positive integer or ``None``.
+    """
     if n is None:
         yield
         return
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"blas_threads must be a positive integer or None, got {n!r}")
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency; degrade gracefully anyway
-        yield
+    if controller is None:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency; degrade gracefully anyway
+            yield
+            return
+        with threadpool_limits(limits=n, user_api="blas"):
+            yield
         return
-    with threadpool_limits(limits=n, user_api="blas"):
+    with controller.limit(limits=n, user_api="blas"):
         yield

@@ -32,7 +32,7 @@ from ..progress import make_progress
 from ..sinks import StreamingSink
 from ..snapshot import LayerState
 from ..table.schema import Record
-from ..threads import limit_blas_threads
+from ..threads import blas_controller, limit_blas_threads
 from .capture import Copies, layer_states
 from .deltas import DELTA, BaseMissing, BaseWeights, analyze_with_base, skipped_record
 from .engine import ErrorPolicy, resolve_analyzers, run_analyzers
@@ -63,6 +63,7 @@ class Pipeline:
         self.policy = ErrorPolicy(settings.on_error)
         self.profile = Profile()
         self._pool: ThreadPoolExecutor | None = None
+        self._blas_ctl: Any = None  # threadpoolctl controller, made on the first limited step
         self._torch_threads = _torch_threads()  # the creating (training) thread's, read before any worker pins its own
         self.pm = settings.plugin_manager or get_plugin_manager(
             plugins=settings.plugins, builtin_options={"spectra.layers": dict(settings.layer_rules)}
@@ -204,7 +205,7 @@ class Pipeline:
         error: str | None = None
         bar = make_progress(self.settings.progress, len(local), f"spectra.{self.source}")
         try:
-            with limit_blas_threads(self.settings.blas_threads):
+            with limit_blas_threads(self.settings.blas_threads, controller=self._blas()):
                 for entry in local:
                     if include is None or id(entry.param) in include:
                         records.extend(self._analyze_entry(entry, step, due, copies.get(id(entry.param), {})))
@@ -334,6 +335,12 @@ class Pipeline:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+    def _blas(self) -> Any:
+        """The BLAS controller of :func:`~spectra.threads.limit_blas_threads` (found once: ~1 ms a scan)."""
+        if self._blas_ctl is None and self.settings.blas_threads is not None:
+            self._blas_ctl = blas_controller()
+        return self._blas_ctl
 
     def _decompose_pool(self) -> ThreadPoolExecutor | None:
         """The threads that decompose a step's matrices (``Settings.decompose_threads``), made on first use;
