@@ -54,8 +54,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..functional.alignment import (frobenius_cosine, overlap_matrix, principal_angles, sq_norm, subspace_fraction,
-                                    top_svd)
+from ..functional.alignment import (frobenius_cosine_of, overlap_matrix, principal_angles, sq_norm,
+                                    subspace_fraction_of, top_svd)
 from ..hookspecs import hookimpl
 from ..snapshot import SVD, LayerState, Request
 from .base import Analyzer, Measurement
@@ -158,7 +158,7 @@ class AlignmentAnalyzer(Analyzer):
         k = min(self.k, N, M)
         clamp_msg = f"requested k={self.k} clamped to min(N, M)={k}" if k < self.k else ""
         W_prev = src.svd("previous", k)
-        norm_prev = float(np.sqrt(sq_norm(src.array("previous"))))
+        norm_prev = float(np.sqrt(src.sq_norm("previous")))
 
         if has_update:
             yield Measurement("k", float(k), matrix="update", message=clamp_msg)
@@ -167,7 +167,8 @@ class AlignmentAnalyzer(Analyzer):
             if W_after is not None:
                 yield from _angles(W_prev, W_after, vectors=self._vectors)
             if has_grad:
-                cos = frobenius_cosine(src.array("update"), src.array("grad"))
+                cos = frobenius_cosine_of(src.array("update"), src.array("grad"), src.sq_norm("update"),
+                                          src.sq_norm("grad"))
                 if np.isnan(cos):
                     yield Measurement("cos_update_grad", cos, matrix="update", status="skipped",
                                       message="update or gradient is zero")
@@ -181,7 +182,7 @@ class AlignmentAnalyzer(Analyzer):
         self, src: "_Matrices", kind: str, k: int, norm_prev: float, W_prev: SVD, W_after: SVD | None
     ) -> Iterator[Measurement]:
         X = src.array(kind)
-        fro2 = sq_norm(X)
+        fro2 = src.sq_norm(kind)
         rel = float(np.sqrt(fro2)) / norm_prev if norm_prev > 0 else float("nan")
         if np.isnan(rel):
             yield Measurement("relative_norm", rel, matrix=kind, status="skipped", message="W_{t-1} is zero")
@@ -207,7 +208,7 @@ class AlignmentAnalyzer(Analyzer):
             for side, A, B in (("left", Wd.U, D.U), ("right", Wd.Vh.T, D.Vh.T)):
                 O = overlap_matrix(A, B)
                 yield from self._overlap_rows(O, f"{side}_{when}", kind, k)
-            frac = subspace_fraction(X, Wd.U, Wd.Vh.T)
+            frac = subspace_fraction_of(X, Wd.U, Wd.Vh.T, fro2)
             yield Measurement(f"subspace_fraction_{when}", frac, matrix=kind)
 
     def _overlap_rows(self, O: np.ndarray, suffix: str, kind: str, k: int) -> Iterator[Measurement]:
@@ -243,6 +244,7 @@ class _Matrices:
         self.layer = layer
         self._arrays: dict[str, np.ndarray] = {}
         self._svds: dict[str, SVD] = {}
+        self._sq_norms: dict[str, float] = {}
 
     def _derivable(self, kind: str) -> bool:
         L = self.layer
@@ -265,6 +267,18 @@ class _Matrices:
             else:
                 self._arrays[kind] = L.array("weight") - L.array("previous")
         return self._arrays[kind]
+
+    def sq_norm(self, kind: str) -> float:
+        """‖X‖²_F of a kind, computed once per snapshot (the arrays are the snapshot's checked float64 copies)."""
+        if kind not in self._sq_norms:
+            X = self.array(kind)
+            value = sq_norm(X)
+            if not np.isfinite(value):  # NaN/Inf entries are an error (an overflowing finite X is kept)
+                bad = int(X.size - np.count_nonzero(np.isfinite(X)))
+                if bad:
+                    raise ValueError(f"{kind} holds {bad} non-finite value(s) (NaN or Inf) out of {X.size}")
+            self._sq_norms[kind] = value
+        return self._sq_norms[kind]
 
     def svd(self, kind: str, k: int) -> SVD:
         if self.layer.has(kind):

@@ -52,8 +52,10 @@ __all__ = [
     "top_svd",
     "overlap_matrix",
     "subspace_fraction",
+    "subspace_fraction_of",
     "principal_angles",
     "frobenius_cosine",
+    "frobenius_cosine_of",
     "GRAM_RCOND",
     "SVD_FULL_FRACTION",
 ]
@@ -150,10 +152,18 @@ def subspace_fraction(dW: Any, U_k: Any, V_k: Any) -> float:
             f"shapes do not match: dW is {D.shape}, U_k is {U.shape} (needs {D.shape[0]} rows), "
             f"V_k is {V.shape} (needs {D.shape[1]} rows)"
         )
-    total = sq_norm(D)
+    return subspace_fraction_of(D, U, V, sq_norm(D))
+
+
+def subspace_fraction_of(D: np.ndarray, U: np.ndarray, V: np.ndarray, total: float) -> float:
+    """:func:`subspace_fraction` of validated float64 arrays whose ‖D‖²_F (``total``) is already known.
+
+    The kernel behind :func:`subspace_fraction`, for callers that hold checked host arrays and their norms (the
+    alignment analyzer computes each matrix's norm once per snapshot); no validation, no copy.
+    """
     if total == 0.0:
         return float("nan")
-    P = U.T @ D @ V
+    P = (U.T @ D) @ V
     return sq_norm(P) / total
 
 
@@ -207,8 +217,15 @@ def frobenius_cosine(A: Any, B: Any) -> float:
     b = _as_host_matrix(B, "B")
     if a.shape != b.shape:
         raise ValueError(f"A and B must have the same shape, got {a.shape} and {b.shape}")
-    na = math.sqrt(sq_norm(a))
-    nb = math.sqrt(sq_norm(b))
+    return frobenius_cosine_of(a, b, sq_norm(a), sq_norm(b))
+
+
+def frobenius_cosine_of(a: np.ndarray, b: np.ndarray, a2: float, b2: float) -> float:
+    """:func:`frobenius_cosine` of validated same-shape float64 arrays with known squared norms ``a2``, ``b2``."""
+    na = math.sqrt(a2)
+    nb = math.sqrt(b2)
     if na == 0.0 or nb == 0.0:
         return float("nan")
-    return float(np.clip(np.vdot(a, b) / (na * nb), -1.0, 1.0))
+    flat_a = a.reshape(-1) if a.flags.c_contiguous else np.ravel(a)
+    flat_b = b.reshape(-1) if b.flags.c_contiguous else np.ravel(b)
+    return float(np.clip(np.dot(flat_a, flat_b) / (na * nb), -1.0, 1.0))
