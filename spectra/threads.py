@@ -18,13 +18,17 @@ def blas_controller() -> Any:
     """A threadpoolctl controller of the BLAS libraries loaded now, for :func:`limit_blas_threads` to reuse.
 
     Finding the loaded libraries costs about a millisecond (threadpoolctl scans the process's shared objects);
-    a driver that limits the threads on every due step makes one controller and passes it each time. ``None``
-    without threadpoolctl.
+    a driver that limits the threads on every due step makes one controller and passes it each time. SciPy's
+    linear algebra is imported first: it brings its own OpenBLAS, which a controller made before it was loaded
+    would not know, and leave at every core (measured: due steps twice as long, an OpenBLAS thread spinning).
+    ``None`` without threadpoolctl.
     """
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency; degrade gracefully anyway
         return None
+    import scipy.linalg  # noqa: F401  # SciPy's own OpenBLAS runs the analysis's LAPACK: it must be known too
+
     return ThreadpoolController()
 
 
