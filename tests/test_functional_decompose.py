@@ -348,6 +348,27 @@ def test_lowrank_columns_finds_rank_and_refuses_dense(rng):
     assert lowrank_columns(np.zeros((5, 5)), 3) is None
 
 
+@pytest.mark.parametrize("rank", [1, 5, 13, 25, 26])
+@pytest.mark.parametrize("spectrum", ["flat", "decaying"])
+def test_lowrank_probe_exit_keeps_every_rank_up_to_the_probed_one(rng, rank, spectrum):
+    # the early exit relies on a pivot removing ≥ trace/rank of its Schur complement: a flat spectrum is the
+    # worst case (each pivot removes exactly 1/rank), plus float32-sized noise around the low rank
+    s = np.ones(rank) if spectrum == "flat" else np.geomspace(1.0, 1e-3, rank)
+    A = _spectrum_matrix(rng, 300, 200, s) + 1e-9 * rng.standard_normal((300, 200))
+    cols = lowrank_columns(A.T @ A, 26)
+    assert cols is not None and len(cols) == rank
+
+
+def test_lowrank_probe_leaves_a_full_rank_matrix_after_a_few_pivots(rng, monkeypatch):
+    B = rng.standard_normal((750, 500))
+    G = B.T @ B
+    seen = []
+    real_argmax = np.argmax
+    monkeypatch.setattr(np, "argmax", lambda a, *args, **kw: seen.append(1) or real_argmax(a, *args, **kw))
+    assert lowrank_columns(G, 26) is None
+    assert len(seen) <= 6  # five pivots, not 26
+
+
 def test_svd_from_factors(rng):
     L = rng.standard_normal((120, 6))
     R = torch.tensor(rng.standard_normal((90, 6)))

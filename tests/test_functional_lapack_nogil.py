@@ -35,6 +35,10 @@ def test_kernels_match_scipy_bit_for_bit(shape):
     if n < 2:
         return
     m, w, iblock, isplit, _ = lapack.dstebz(d0, e0, 2, 0.0, 0.0, max(1, n - 2), n, 0.0, b"B")
+    got = _lapack.dstebz_index(d0, e0, max(1, n - 2), n)
+    assert got[0] == m and got[4] == 0
+    for a, b in zip((w, iblock, isplit), got[1:4]):
+        assert np.array_equal(a, b)
     Z0, _ = lapack.dstein(d0, e0, w[:m], iblock, isplit)
     Z1, info = _lapack.dstein(d0, e0, w[:m], iblock, isplit)
     assert info == 0 and np.array_equal(Z0, Z1)

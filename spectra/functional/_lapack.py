@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dsytrd", "dsterf", "dstein", "dormqr_left", "nogil_available"]
+__all__ = ["dsytrd", "dsterf", "dstebz_index", "dstein", "dormqr_left", "nogil_available"]
 
 _INT = ctypes.POINTER(ctypes.c_int)
 _DBL = ctypes.POINTER(ctypes.c_double)
@@ -29,6 +29,8 @@ _STR = ctypes.c_char_p
 _SIGNATURES = {
     "dsytrd": (_STR, _INT, _DBL, _INT, _DBL, _DBL, _DBL, _DBL, _INT, _INT),
     "dsterf": (_INT, _DBL, _DBL, _INT),
+    "dstebz": (_STR, _STR, _INT, _DBL, _DBL, _INT, _INT, _DBL, _DBL, _DBL, _INT, _INT, _DBL, _INT, _INT, _DBL,
+               _INT, _INT),
     "dstein": (_INT, _DBL, _DBL, _INT, _DBL, _INT, _INT, _DBL, _INT, _DBL, _INT, _INT, _INT),
     "dormqr": (_STR, _STR, _INT, _INT, _INT, _DBL, _INT, _DBL, _DBL, _INT, _DBL, _INT, _INT),
 }
@@ -111,6 +113,36 @@ def dsterf(d: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, int]:
     info = ctypes.c_int(0)
     f(_i(w.size), _p(w), _p(ework), ctypes.byref(info))
     return w, int(info.value)
+
+
+def dstebz_index(d: np.ndarray, e: np.ndarray, il: int, iu: int
+                 ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Eigenvalues ``il..iu`` (1-based, inclusive) of the symmetric tridiagonal (``d``, ``e``) by bisection.
+
+    ``dstebz`` with RANGE='I', ORDER='B' and ABSTOL=0 (LAPACK then bisects to ulp·‖T‖): what
+    ``scipy.linalg.lapack.dstebz(d, e, 2, 0.0, 0.0, il, iu, 0.0, b"B")`` computes.
+
+    Returns:
+        ``(m, w, iblock, isplit, info)`` as the f2py wrapper returns them (``w``, ``iblock``, ``isplit`` of
+        length n; the first ``m`` entries of ``w`` and ``iblock`` are the eigenvalues and their blocks).
+    """
+    f = _routine("dstebz")
+    if f is None:
+        from scipy.linalg import lapack
+
+        return lapack.dstebz(d, e, 2, 0.0, 0.0, il, iu, 0.0, b"B")
+    n = int(d.size)
+    d = np.ascontiguousarray(d, dtype=np.float64)
+    e = np.ascontiguousarray(e, dtype=np.float64)
+    w = np.zeros(n)
+    iblock, isplit = np.zeros(n, dtype=np.intc), np.zeros(n, dtype=np.intc)
+    work, iwork = np.empty(4 * max(n, 1)), np.empty(3 * max(n, 1), dtype=np.intc)
+    vl, vu, abstol = ctypes.c_double(0.0), ctypes.c_double(0.0), ctypes.c_double(0.0)
+    m, nsplit, info = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
+    f(b"I", b"B", _i(n), ctypes.byref(vl), ctypes.byref(vu), _i(il), _i(iu), ctypes.byref(abstol), _p(d),
+      _p(e), ctypes.byref(m), ctypes.byref(nsplit), _p(w), _ip(iblock), _ip(isplit), _p(work), _ip(iwork),
+      ctypes.byref(info))
+    return int(m.value), w, iblock, isplit, int(info.value)
 
 
 def dstein(d: np.ndarray, e: np.ndarray, w: np.ndarray, iblock: np.ndarray,

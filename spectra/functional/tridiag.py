@@ -158,8 +158,6 @@ def reduction_eigh_range(
         ValueError: the range is empty or outside [0, M).
         numpy.linalg.LinAlgError: bisection or inverse iteration failed.
     """
-    from scipy.linalg import lapack
-
     n = red.n
     if not 0 <= lo <= hi < n:
         raise ValueError(f"eigenpair range {lo}..{hi} is outside 0..{n - 1}")
@@ -172,7 +170,7 @@ def reduction_eigh_range(
         isplit = np.zeros(n, dtype=np.int32)
         isplit[0] = n
     else:
-        m, w, iblock, isplit, info = lapack.dstebz(red.d, red.e, 2, 0.0, 0.0, lo + 1, hi + 1, 0.0, b"B")
+        m, w, iblock, isplit, info = _lapack.dstebz_index(red.d, red.e, lo + 1, hi + 1)
         if info != 0 or m != hi - lo + 1:
             raise np.linalg.LinAlgError(f"dstebz failed (info={info}, found {m} of {hi - lo + 1} eigenvalues)")
     Z, info = _lapack.dstein(red.d, red.e, w[:m], iblock, isplit)
