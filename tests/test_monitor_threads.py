@@ -36,7 +36,7 @@ def test_the_table_does_not_depend_on_the_number_of_threads():
 
 
 def test_default_is_one_per_core_in_sync_mode_and_the_free_cores_in_background(monkeypatch):
-    from spectra.pipeline.pipeline import auto_decompose_threads
+    from spectra.pipeline.worker_threads import auto_decompose_threads
 
     assert auto_decompose_threads(background=False, torch_threads=2, cores=8) == 4  # training waits: all cores
     assert auto_decompose_threads(background=False, torch_threads=1, cores=2) == 2

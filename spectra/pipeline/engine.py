@@ -13,13 +13,13 @@ import logging
 import warnings
 from concurrent.futures import Executor, Future
 from time import perf_counter
-from typing import Any, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 from ..analyzers.base import Analyzer, Measurement
 from ..snapshot import DecompositionPlan, LayerState
 from ..table.schema import STATUSES, Record
 
-__all__ = ["ErrorPolicy", "ON_ERROR", "resolve_analyzers", "run_analyzers", "runtime_needs"]
+__all__ = ["ErrorPolicy", "ON_ERROR", "resolve_analyzers", "run_analyzers", "run_states", "runtime_needs"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,28 +192,71 @@ def run_analyzers(
             (``"decompose"``) and of each analyzer call (``"analyzer"``).
         executor: a thread pool for the decompositions (``None``: all in this thread).
     """
+    return [r for rows in run_states(states, analyzers, run=run, policy=policy, hook=hook, tags=tags,
+                                     profile=profile, executor=executor) for r in rows]
+
+
+def run_states(
+    states: Sequence[LayerState],
+    analyzers: Sequence[Analyzer],
+    *,
+    run: str,
+    policy: ErrorPolicy,
+    hook: Any = None,
+    tags: Mapping[str, Any] | None = None,
+    profile: Any = None,
+    executor: Executor | None = None,
+    release: bool = False,
+    done: Callable[[int, list[Record]], None] | None = None,
+) -> list[list[Record]]:
+    """:func:`run_analyzers`, with the records of each snapshot apart (``out[i]`` are ``states[i]``'s).
+
+    Args:
+        release: release each snapshot (:meth:`LayerState.release`) as soon as its analyzers ran (and every one
+            left when an exception ends the run), so that a step's decompositions never pile up: a driver that
+            passes a whole step's snapshots in one call then holds at most two snapshots' decompositions.
+        done: called with ``(i, rows)`` as soon as snapshot ``i``'s analyzers have run (e.g. to keep the rows
+            of a run that an exception ends, or to advance a progress bar).
+        Other arguments: as in :func:`run_analyzers`.
+    """
     tags = dict(tags or {})
-    records: list[Record] = []
+    out: list[list[Record]] = []
     planned = [(st, [an for an in analyzers if all(st.has(k) for k in runtime_needs(an))]) for st in states]
-    pending = _start_decompositions(planned, 0, executor) if executor is not None else []
-    for i, (st, runnable) in enumerate(planned):
-        t0 = perf_counter()
-        if executor is None:  # this snapshot's decompositions, here and now
-            _start_decompositions(planned, i, None)
-        else:  # wait for this snapshot's, start the next one's (errors surface at the analyzer's own call)
-            for future in pending:
-                future.result()
-            pending = _start_decompositions(planned, i + 1, executor)
-        t1 = perf_counter()
-        if profile is not None:
-            profile.add("decompose", "", st.layer, st.view, t1 - t0)
-        for an in runnable:
-            records.extend(_run_one(st, an, run=run, policy=policy, hook=hook, tags=tags))
+    pending: list[Future] = []
+    try:
+        if executor is not None:
+            pending = _start_decompositions(planned, 0, executor)
+        for i, (st, runnable) in enumerate(planned):
+            t0 = perf_counter()
+            if executor is None:  # this snapshot's decompositions, here and now
+                _start_decompositions(planned, i, None)
+            else:  # wait for this snapshot's, start the next one's (errors surface at the analyzer's own call)
+                for future in pending:
+                    future.result()
+                pending = _start_decompositions(planned, i + 1, executor)
+            t1 = perf_counter()
             if profile is not None:
-                t2 = perf_counter()
-                profile.add("analyzer", an.name, st.layer, st.view, t2 - t1)
-                t1 = t2
-    return records
+                profile.add("decompose", "", st.layer, st.view, t1 - t0)
+            rows: list[Record] = []
+            for an in runnable:
+                rows.extend(_run_one(st, an, run=run, policy=policy, hook=hook, tags=tags))
+                if profile is not None:
+                    t2 = perf_counter()
+                    profile.add("analyzer", an.name, st.layer, st.view, t2 - t1)
+                    t1 = t2
+            out.append(rows)
+            if release:
+                st.release()
+            if done is not None:
+                done(i, rows)
+    finally:
+        if release:
+            if executor is not None:  # the next snapshot's decompositions may still be running
+                for future in pending:
+                    future.result()
+            for st in states[len(out):]:
+                st.release()
+    return out
 
 
 def _start_decompositions(planned: Sequence[tuple[LayerState, list[Analyzer]]], i: int,

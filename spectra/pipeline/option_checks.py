@@ -9,8 +9,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping, Sequence
 
-__all__ = ["as_tuple", "check_analyzer_specs", "check_options", "with_fit", "check_layer_rules", "check_tags",
-           "is_int"]
+__all__ = ["as_tuple", "check_analyzer_specs", "check_options", "with_fit", "check_layer_rules", "check_layer_rules_of",
+           "check_tags", "is_int"]
 
 
 def is_int(v: Any) -> bool:
@@ -107,3 +107,15 @@ def check_tags(tags: Any) -> dict[str, Any]:
             raise ValueError(f"tag {k!r} = {v} is not finite; tags must be finite numbers (or a string)")
         out[k] = v
     return out
+
+
+def check_layer_rules_of(pm: Any, rules: dict[str, Any]) -> None:
+    """A ready plugin manager brings its own layer rules: refuse ``layer_rules`` it does not already follow."""
+    builtin = pm.get_plugin("spectra.layers")
+    differ = {k: v for k, v in rules.items() if getattr(builtin, k, None) != v}
+    if differ:
+        raise ValueError(
+            f"layer_rules {differ} cannot be applied to a ready plugin_manager (its built-in layer rules are "
+            f"{builtin!r}); build it with get_plugin_manager(builtin_options={{'spectra.layers': {dict(rules)}}}) "
+            "or leave plugin_manager out"
+        )

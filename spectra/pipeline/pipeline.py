@@ -20,7 +20,6 @@ distributed module.
 
 from __future__ import annotations
 
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
@@ -35,9 +34,11 @@ from ..table.schema import Record
 from ..threads import blas_controller, limit_blas_threads
 from .capture import Copies, layer_states
 from .deltas import DELTA, BaseMissing, BaseWeights, analyze_with_base, skipped_record
-from .engine import ErrorPolicy, resolve_analyzers, run_analyzers
+from .engine import ErrorPolicy, resolve_analyzers, run_analyzers, run_states
+from .option_checks import check_layer_rules_of
 from .profile import Profile
 from .settings import Settings
+from .worker_threads import auto_decompose_threads, torch_threads_of_caller
 
 __all__ = ["Pipeline"]
 
@@ -64,12 +65,12 @@ class Pipeline:
         self.profile = Profile()
         self._pool: ThreadPoolExecutor | None = None
         self._blas_ctl: Any = None  # threadpoolctl controller, made on the first limited step
-        self._torch_threads = _torch_threads()  # the creating (training) thread's, read before any worker pins its own
+        self._torch_threads = torch_threads_of_caller()  # the creating (training) thread's, read before any worker pins its own
         self.pm = settings.plugin_manager or get_plugin_manager(
             plugins=settings.plugins, builtin_options={"spectra.layers": dict(settings.layer_rules)}
         )
         if settings.plugin_manager is not None and settings.layer_rules:
-            _check_rules_of(settings.plugin_manager, settings.layer_rules)
+            check_layer_rules_of(settings.plugin_manager, settings.layer_rules)
         self.analyzers = resolve_analyzers(settings.analyzers, analyzer_registry(self.pm), settings.analyzer_options)
         self._schedules = [(a, a.schedule or settings.schedule) for a in self.analyzers]
         self._due_cache: tuple[int | None, list[Any]] = (None, [])
@@ -206,11 +207,14 @@ class Pipeline:
         bar = make_progress(self.settings.progress, len(local), f"spectra.{self.source}")
         try:
             with limit_blas_threads(self.settings.blas_threads, controller=self._blas()):
-                for entry in local:
-                    if include is None or id(entry.param) in include:
-                        records.extend(self._analyze_entry(entry, step, due, copies.get(id(entry.param), {})))
-                    if bar is not None:
-                        bar.update(1)
+                if self.deltas is None:  # one run over every layer's snapshots: the pool never waits for a layer
+                    self._analyze_entries(local, step, due, copies, include, records, bar)
+                else:
+                    for entry in local:
+                        if include is None or id(entry.param) in include:
+                            records.extend(self._analyze_entry(entry, step, due, copies.get(id(entry.param), {})))
+                        if bar is not None:
+                            bar.update(1)
         except Exception as exc:  # distributed: this rank's layers become failed rows; the gather must happen
             if self.plan is None:
                 raise
@@ -236,10 +240,41 @@ class Pipeline:
                             esd_method=self.settings.esd_method, context=self.settings.snapshot_context(),
                             device=self.settings.device)
 
-    def _analyze_entry(self, entry: Any, step: int, due: Sequence[Any], item: Any) -> list[Record]:
-        base_rows: list[Record] = []
-        if self.deltas is not None:
-            item, base_rows = self._pair_with_base(entry, step, item)
+    def _analyze_entries(self, local: Sequence[Any], step: int, due: Sequence[Any], copies: Any,
+                         include: Any, records: list[Record], bar: Any) -> None:
+        """Every included entry's snapshots through one :func:`~spectra.pipeline.engine.run_states` call.
+
+        The decompositions of the next snapshot start while this one's analyzers run, across layers too (one
+        call per layer would leave the threads idle while each layer's analyzers run). Rows go to ``records`` in
+        entry order as soon as an entry is done; each snapshot is released as soon as its analyzers ran.
+        """
+        groups: list[tuple[list[LayerState], list[Record]]] = [
+            self._snapshots(e, step, copies.get(id(e.param), {})) if include is None or id(e.param) in include
+            else ([], []) for e in local]
+        flat = [st for states, _ in groups for st in states]
+        owner = [g for g, (states, _) in enumerate(groups) for _ in states]  # each snapshot's entry
+        rows: list[list[Record]] = [[] for _ in groups]
+        emitted = 0  # entries [0, emitted) are in `records`
+
+        def emit_upto(end: int) -> None:
+            nonlocal emitted
+            for g in range(emitted, end):
+                records.extend(groups[g][1] + rows[g])
+                if bar is not None:
+                    bar.update(1)
+            emitted = max(emitted, end)
+
+        def done(i: int, got: list[Record]) -> None:
+            rows[owner[i]].extend(got)
+            if i + 1 == len(flat) or owner[i + 1] != owner[i]:  # the entry's last snapshot
+                emit_upto(owner[i] + 1)
+
+        run_states(flat, due, run=self.settings.run, policy=self.policy, hook=self.pm.hook, tags=self.settings.tags,
+                   profile=self.profile, executor=self._decompose_pool(), release=True, done=done)
+        emit_upto(len(local))
+
+    def _snapshots(self, entry: Any, step: int, item: Any) -> tuple[list[LayerState], list[Record]]:
+        """The entry's snapshots, or none and its ``capture`` failure row (after the error policy)."""
         t0 = perf_counter()
         try:
             states = self.states(entry, step, item)
@@ -247,18 +282,24 @@ class Pipeline:
             msg = f"{type(exc).__name__}: {exc}"
             self.policy.handle(exc, key=("capture", entry.layer),
                                message=f"spectra: layer {entry.layer!r} at step {step}: {msg}")
-            return base_rows + [Record.failed(run=self.settings.run, step=step, layer=entry.layer, view="",
-                                              analyzer="capture", message=msg, tags=self.settings.tags)]
+            return [], [Record.failed(run=self.settings.run, step=step, layer=entry.layer, view="",
+                                      analyzer="capture", message=msg, tags=self.settings.tags)]
         self.profile.add("snapshot", "", entry.layer, "", perf_counter() - t0)
+        return states, []
+
+    def _analyze_entry(self, entry: Any, step: int, due: Sequence[Any], item: Any) -> list[Record]:
+        """One entry compared with the base weights (``deltas``): its rows and the delta rows."""
+        item, base_rows = self._pair_with_base(entry, step, item)
+        states, failed = self._snapshots(entry, step, item)
+        if failed:
+            return base_rows + failed
 
         def run(sts: Sequence[LayerState], analyzers: Sequence[Any]) -> list[Record]:
             return run_analyzers(sts, analyzers, run=self.settings.run, policy=self.policy, hook=self.pm.hook,
                                  tags=self.settings.tags, profile=self.profile, executor=self._decompose_pool())
 
         try:
-            if self.deltas is not None:
-                return analyze_with_base(states, due, run) + base_rows
-            return run(states, due)
+            return analyze_with_base(states, due, run) + base_rows
         finally:
             for st in states:
                 st.release()
@@ -353,40 +394,3 @@ class Pipeline:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(n, thread_name_prefix="spectra-decompose")
         return self._pool
-
-
-
-def _torch_threads() -> int:
-    """The calling thread's torch intra-op threads (1 when torch is not imported)."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    return int(torch.get_num_threads()) if torch is not None else 1
-
-
-def auto_decompose_threads(*, background: bool, torch_threads: int, cores: int | None = None) -> int:
-    """``decompose_threads=None``: how many threads decompose a due step's matrices.
-
-    Synchronously training waits, so every core (up to 4) decomposes. In the background the worker takes the
-    cores training leaves free (torch's intra-op threads use the others), at least one; when training already
-    uses every core, the worker (which runs at the lowest priority) takes them all too: it then runs when
-    training leaves a core idle, or while training waits for the queue, and one thread would make the
-    background slower than the synchronous mode.
-    """
-    cores = max(1, cores if cores is not None else (os.cpu_count() or 1))
-    if not background:
-        return min(4, cores)
-    free = cores - max(1, torch_threads)
-    return min(4, free) if free > 0 else min(4, cores)
-
-
-def _check_rules_of(pm: Any, rules: dict[str, Any]) -> None:
-    """A ready plugin manager brings its own layer rules: refuse ``layer_rules`` it does not already follow."""
-    builtin = pm.get_plugin("spectra.layers")
-    differ = {k: v for k, v in rules.items() if getattr(builtin, k, None) != v}
-    if differ:
-        raise ValueError(
-            f"layer_rules {differ} cannot be applied to a ready plugin_manager (its built-in layer rules are "
-            f"{builtin!r}); build it with get_plugin_manager(builtin_options={{'spectra.layers': {dict(rules)}}}) "
-            "or leave plugin_manager out"
-        )

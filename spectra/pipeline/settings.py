@@ -90,7 +90,7 @@ class Settings:
             results are identical for any value. ``None`` (the monitor's default): up to 4, one per core, in
             the synchronous mode, where training waits anyway; with ``background=True`` the cores torch's
             threads leave free (at least one), or all of them when none is free (the worker runs at the
-            lowest priority: :func:`spectra.pipeline.pipeline.auto_decompose_threads`).
+            lowest priority: :func:`spectra.pipeline.worker_threads.auto_decompose_threads`).
         progress: show a progress bar over layers (``None``: on a terminal when there are many).
         backend: which decomposition backend serves the matrices (docs/gpu.md): ``"auto"`` (default: CUDA
             tensors on their device with torch, everything else with LAPACK in float64 on the host),

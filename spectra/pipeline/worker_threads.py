@@ -2,7 +2,8 @@
 
 * :func:`pin_torch_threads`: the worker's own torch intra-op threads (the training thread's are left alone);
 * :func:`yield_to_training`: the worker's CPU priority, lowest where the OS has per-thread priorities;
-* :func:`ready_events`: CUDA events the worker waits on before it reads copies made on the training stream.
+* :func:`ready_events`: CUDA events the worker waits on before it reads copies made on the training stream;
+* :func:`auto_decompose_threads`: how many threads decompose a due step's matrices (either mode).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import sys
 import threading
 from typing import Any, Mapping
 
-__all__ = ["pin_torch_threads", "yield_to_training", "ready_events", "WORKER_NAME"]
+__all__ = ["pin_torch_threads", "yield_to_training", "ready_events", "auto_decompose_threads",
+           "torch_threads_of_caller", "WORKER_NAME"]
 
 WORKER_NAME = "spectra-analysis"
 
@@ -70,3 +72,27 @@ def ready_events(copies: Mapping[int, Mapping[str, Any]]) -> list[tuple[Any, Any
         ev.record(torch.cuda.current_stream(dev))
         events.append((dev, ev))
     return events
+
+
+def torch_threads_of_caller() -> int:
+    """The calling thread's torch intra-op threads (1 when torch is not imported)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 1
+
+
+def auto_decompose_threads(*, background: bool, torch_threads: int, cores: int | None = None) -> int:
+    """``decompose_threads=None``: how many threads decompose a due step's matrices.
+
+    Synchronously training waits, so every core (up to 4) decomposes. In the background the worker takes the
+    cores training leaves free (torch's intra-op threads use the others), at least one; when training already
+    uses every core, the worker (which runs at the lowest priority) takes them all too: it then runs when
+    training leaves a core idle, or while training waits for the queue, and one thread would make the
+    background slower than the synchronous mode.
+    """
+    cores = max(1, cores if cores is not None else (os.cpu_count() or 1))
+    if not background:
+        return min(4, cores)
+    free = cores - max(1, torch_threads)
+    return min(4, free) if free > 0 else min(4, cores)
