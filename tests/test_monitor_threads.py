@@ -47,7 +47,7 @@ def test_default_is_one_per_core_in_sync_mode_and_the_free_cores_in_background(m
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     _, pool = _train()
     assert pool._max_workers == 4
-    monkeypatch.setattr("spectra.pipeline.pipeline._torch_threads", lambda: 7)
+    monkeypatch.setattr("spectra.pipeline.pipeline.torch_threads_of_caller", lambda: 7)
     _, pool = _train(background=True)
     assert pool is None  # one free core: the worker alone
 
