@@ -19,11 +19,15 @@ from ..analyzers.base import Analyzer, Measurement
 from ..snapshot import DecompositionPlan, LayerState
 from ..table.schema import STATUSES, Record
 
-__all__ = ["ErrorPolicy", "ON_ERROR", "resolve_analyzers", "run_analyzers", "run_states", "runtime_needs"]
+__all__ = ["ErrorPolicy", "ON_ERROR", "LOOKAHEAD", "resolve_analyzers", "run_analyzers", "run_states", "runtime_needs"]
 
 logger = logging.getLogger(__name__)
 
 ON_ERROR = ("warn", "raise", "ignore")
+
+#: how many snapshots past the current one have their decompositions queued (with an executor): enough that the
+#: threads never wait for the analyzers of the current one; at most LOOKAHEAD + 1 snapshots hold decompositions
+LOOKAHEAD = 2
 
 
 class ErrorPolicy:
@@ -177,8 +181,8 @@ def run_analyzers(
     Before a snapshot's analyzers run, its decompositions are computed from every runnable analyzer's requests
     (one :class:`~spectra.snapshot.DecompositionPlan` per snapshot). With an ``executor`` (a thread pool), the
     matrices of a snapshot are decomposed in parallel threads (the LAPACK kernels release the GIL), and the next
-    snapshot's decompositions start while this one's analyzers run; the records, their order and their values
-    are the same as without one.
+    :data:`LOOKAHEAD` snapshots' decompositions are queued behind this one's, so they run while this one's
+    analyzers do; the records, their order and their values are the same as without one.
 
     Args:
         states: the snapshots, in the order their records come out.
@@ -214,7 +218,8 @@ def run_states(
     Args:
         release: release each snapshot (:meth:`LayerState.release`) as soon as its analyzers ran (and every one
             left when an exception ends the run), so that a step's decompositions never pile up: a driver that
-            passes a whole step's snapshots in one call then holds at most two snapshots' decompositions.
+            passes a whole step's snapshots in one call then holds at most LOOKAHEAD + 1 snapshots'
+            decompositions.
         done: called with ``(i, rows)`` as soon as snapshot ``i``'s analyzers have run (e.g. to keep the rows
             of a run that an exception ends, or to advance a progress bar).
         Other arguments: as in :func:`run_analyzers`.
@@ -222,18 +227,18 @@ def run_states(
     tags = dict(tags or {})
     out: list[list[Record]] = []
     planned = [(st, [an for an in analyzers if all(st.has(k) for k in runtime_needs(an))]) for st in states]
-    pending: list[Future] = []
+    pending: dict[int, list[Future]] = {}  # snapshot -> its decomposition tasks, started ahead of its turn
     try:
-        if executor is not None:
-            pending = _start_decompositions(planned, 0, executor)
         for i, (st, runnable) in enumerate(planned):
             t0 = perf_counter()
             if executor is None:  # this snapshot's decompositions, here and now
                 _start_decompositions(planned, i, None)
-            else:  # wait for this snapshot's, start the next one's (errors surface at the analyzer's own call)
-                for future in pending:
+            else:  # queue the next ones behind it, then wait for this one's (errors surface at the analyzer)
+                for j in range(i, min(i + 1 + LOOKAHEAD, len(planned))):
+                    if j not in pending:
+                        pending[j] = _start_decompositions(planned, j, executor)
+                for future in pending.pop(i):
                     future.result()
-                pending = _start_decompositions(planned, i + 1, executor)
             t1 = perf_counter()
             if profile is not None:
                 profile.add("decompose", "", st.layer, st.view, t1 - t0)
@@ -250,10 +255,10 @@ def run_states(
             if done is not None:
                 done(i, rows)
     finally:
+        for futures in pending.values():  # an exception ended the run: let the started tasks finish first
+            for future in futures:
+                future.result()
         if release:
-            if executor is not None:  # the next snapshot's decompositions may still be running
-                for future in pending:
-                    future.result()
             for st in states[len(out):]:
                 st.release()
     return out
