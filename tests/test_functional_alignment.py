@@ -148,6 +148,21 @@ def test_subspace_fraction_bruteforce():
         subspace_fraction(dW.T, Uk, Vk)
 
 
+def test_subspace_fractions_of_several_bases_equal_one_at_a_time():
+    from spectra.functional.alignment import sq_norm, subspace_fractions_of
+
+    rng = np.random.default_rng(7)
+    dW = rng.standard_normal((60, 80))
+    bases = []
+    for k in (5, 3):
+        U, _, Vh = np.linalg.svd(rng.standard_normal((60, 80)), full_matrices=False)
+        bases.append((U[:, :k], Vh[:k].T))
+    got = subspace_fractions_of(dW, bases, sq_norm(dW))
+    np.testing.assert_allclose(got, [subspace_fraction(dW, U, V) for U, V in bases], rtol=1e-13)
+    assert subspace_fractions_of(dW, bases[:1], sq_norm(dW)) == [subspace_fraction(dW, *bases[0])]
+    assert all(np.isnan(v) for v in subspace_fractions_of(np.zeros_like(dW), bases, 0.0))
+
+
 @pytest.mark.parametrize("ka,kb", [(5, 5), (6, 3), (2, 7)])
 def test_principal_angles_vs_scipy(ka, kb):
     rng = np.random.default_rng(10 * ka + kb)

@@ -54,8 +54,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..functional.alignment import (frobenius_cosine_of, overlap_matrix, principal_angles, sq_norm,
-                                    subspace_fraction_of, top_svd)
+from ..functional.alignment import (frobenius_cosine_of, overlap_matrix_of, principal_angles_of, sq_norm,
+                                    subspace_fractions_of, top_svd)
 from ..hookspecs import hookimpl
 from ..snapshot import SVD, LayerState, Request
 from .base import Analyzer, Measurement
@@ -202,13 +202,12 @@ class AlignmentAnalyzer(Analyzer):
         for i, s in enumerate(D.S):
             yield Measurement("sv", float(s), matrix=kind, index=i)
         yield Measurement("stable_rank", fro2 / float(D.S[0]) ** 2, matrix=kind)
-        for when, Wd in (("before", W_prev), ("after", W_after)):
-            if Wd is None:
-                continue
+        compared = [(when, Wd) for when, Wd in (("before", W_prev), ("after", W_after)) if Wd is not None]
+        fractions = subspace_fractions_of(X, [(Wd.U, Wd.Vh.T) for _, Wd in compared], fro2)  # X read once
+        for (when, Wd), frac in zip(compared, fractions):
             for side, A, B in (("left", Wd.U, D.U), ("right", Wd.Vh.T, D.Vh.T)):
-                O = overlap_matrix(A, B)
+                O = overlap_matrix_of(A, B)
                 yield from self._overlap_rows(O, f"{side}_{when}", kind, k)
-            frac = subspace_fraction_of(X, Wd.U, Wd.Vh.T, fro2)
             yield Measurement(f"subspace_fraction_{when}", frac, matrix=kind)
 
     def _overlap_rows(self, O: np.ndarray, suffix: str, kind: str, k: int) -> Iterator[Measurement]:
@@ -229,7 +228,7 @@ class AlignmentAnalyzer(Analyzer):
 
 def _angles(W_prev: SVD, W_after: SVD, *, vectors: bool) -> Iterator[Measurement]:
     for side, A, B in (("left", W_prev.U, W_after.U), ("right", W_prev.Vh.T, W_after.Vh.T)):
-        theta = principal_angles(A, B)
+        theta = principal_angles_of(A, B)
         if vectors:
             for i, t in enumerate(theta):
                 yield Measurement(f"principal_angle_{side}", float(t), matrix="update", index=i)

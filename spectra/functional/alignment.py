@@ -51,9 +51,12 @@ __all__ = [
     "sq_norm",
     "top_svd",
     "overlap_matrix",
+    "overlap_matrix_of",
     "subspace_fraction",
     "subspace_fraction_of",
+    "subspace_fractions_of",
     "principal_angles",
+    "principal_angles_of",
     "frobenius_cosine",
     "frobenius_cosine_of",
     "GRAM_RCOND",
@@ -119,6 +122,11 @@ def overlap_matrix(U_a: Any, U_b: Any) -> np.ndarray:
     b = _as_host_matrix(U_b, "U_b")
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"U_a and U_b must have the same number of rows, got {a.shape} and {b.shape}")
+    return overlap_matrix_of(a, b)
+
+
+def overlap_matrix_of(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`overlap_matrix` of validated float64 arrays with the same number of rows (no checks, no copy)."""
     return (a.T @ b) ** 2
 
 
@@ -167,6 +175,26 @@ def subspace_fraction_of(D: np.ndarray, U: np.ndarray, V: np.ndarray, total: flo
     return sq_norm(P) / total
 
 
+def subspace_fractions_of(D: np.ndarray, bases: list[tuple[np.ndarray, np.ndarray]], total: float) -> list[float]:
+    """:func:`subspace_fraction_of` of one matrix for several (U_k, V_k) pairs, reading D once.
+
+    The products U_kᵀ D of every pair are one product (their U_k side by side), the expensive part when D is
+    large and k small; the rest is k × M work per pair.
+    """
+    if total == 0.0:
+        return [float("nan")] * len(bases)
+    if len(bases) == 1:
+        U, V = bases[0]
+        return [subspace_fraction_of(D, U, V, total)]
+    UD = np.hstack([U for U, _ in bases]).T @ D
+    out, row = [], 0
+    for U, V in bases:
+        P = UD[row : row + U.shape[1]] @ V
+        row += U.shape[1]
+        out.append(sq_norm(P) / total)
+    return out
+
+
 def principal_angles(U_a: Any, U_b: Any) -> np.ndarray:
     """Principal angles between the column spans of two orthonormal matrices, ascending, in radians.
 
@@ -185,12 +213,17 @@ def principal_angles(U_a: Any, U_b: Any) -> np.ndarray:
     Raises:
         ValueError: the row counts differ.
     """
-    from scipy.linalg import svdvals
-
     a = _as_host_matrix(U_a, "U_a")
     b = _as_host_matrix(U_b, "U_b")
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"U_a and U_b must have the same number of rows, got {a.shape} and {b.shape}")
+    return principal_angles_of(a, b)
+
+
+def principal_angles_of(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`principal_angles` of validated float64 orthonormal arrays with the same number of rows (no checks)."""
+    from scipy.linalg import svdvals
+
     if a.shape[1] < b.shape[1]:
         a, b = b, a  # angles are symmetric; the residual formula needs k_a ≥ k_b
     C = a.T @ b
