@@ -55,6 +55,8 @@ def limit_blas_threads(n: int | None, *, controller: Any = None) -> Iterator[Non
         except ImportError:  # pragma: no cover - threadpoolctl is a dependency; degrade gracefully anyway
             yield
             return
+        import scipy.linalg  # noqa: F401  # its own OpenBLAS must be loaded to be limited (see blas_controller)
+
         with threadpool_limits(limits=n, user_api="blas"):
             yield
         return
