@@ -50,15 +50,9 @@ def limit_blas_threads(n: int | None, *, controller: Any = None) -> Iterator[Non
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"blas_threads must be a positive integer or None, got {n!r}")
     if controller is None:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl is a dependency; degrade gracefully anyway
-            yield
-            return
-        import scipy.linalg  # noqa: F401  # its own OpenBLAS must be loaded to be limited (see blas_controller)
-
-        with threadpool_limits(limits=n, user_api="blas"):
-            yield
+        controller = blas_controller()
+    if controller is None:  # pragma: no cover - without threadpoolctl
+        yield
         return
     with controller.limit(limits=n, user_api="blas"):
         yield

@@ -53,7 +53,6 @@ __all__ = [
     "overlap_matrix",
     "overlap_matrix_of",
     "subspace_fraction",
-    "subspace_fraction_of",
     "subspace_fractions_of",
     "principal_angles",
     "principal_angles_of",
@@ -160,38 +159,23 @@ def subspace_fraction(dW: Any, U_k: Any, V_k: Any) -> float:
             f"shapes do not match: dW is {D.shape}, U_k is {U.shape} (needs {D.shape[0]} rows), "
             f"V_k is {V.shape} (needs {D.shape[1]} rows)"
         )
-    return subspace_fraction_of(D, U, V, sq_norm(D))
-
-
-def subspace_fraction_of(D: np.ndarray, U: np.ndarray, V: np.ndarray, total: float) -> float:
-    """:func:`subspace_fraction` of validated float64 arrays whose ‖D‖²_F (``total``) is already known.
-
-    The kernel behind :func:`subspace_fraction`, for callers that hold checked host arrays and their norms (the
-    alignment analyzer computes each matrix's norm once per snapshot); no validation, no copy.
-    """
-    if total == 0.0:
-        return float("nan")
-    P = (U.T @ D) @ V
-    return sq_norm(P) / total
+    return subspace_fractions_of(D, [(U, V)], sq_norm(D))[0]
 
 
 def subspace_fractions_of(D: np.ndarray, bases: list[tuple[np.ndarray, np.ndarray]], total: float) -> list[float]:
-    """:func:`subspace_fraction_of` of one matrix for several (U_k, V_k) pairs, reading D once.
+    """:func:`subspace_fraction` of validated float64 arrays, for several (U_k, V_k) pairs, with ‖D‖²_F known.
 
-    The products U_kᵀ D of every pair are one product (their U_k side by side), the expensive part when D is
-    large and k small; the rest is k × M work per pair.
+    The kernel behind :func:`subspace_fraction`, for callers that hold checked host arrays and their norms (the
+    alignment analyzer computes each matrix's norm once per snapshot); no validation. The products U_kᵀ D of
+    all pairs are one product (their U_k side by side), so D, the large operand, is read once.
     """
     if total == 0.0:
         return [float("nan")] * len(bases)
-    if len(bases) == 1:
-        U, V = bases[0]
-        return [subspace_fraction_of(D, U, V, total)]
     UD = np.hstack([U for U, _ in bases]).T @ D
     out, row = [], 0
     for U, V in bases:
-        P = UD[row : row + U.shape[1]] @ V
+        out.append(sq_norm(UD[row : row + U.shape[1]] @ V) / total)
         row += U.shape[1]
-        out.append(sq_norm(P) / total)
     return out
 
 
@@ -259,6 +243,4 @@ def frobenius_cosine_of(a: np.ndarray, b: np.ndarray, a2: float, b2: float) -> f
     nb = math.sqrt(b2)
     if na == 0.0 or nb == 0.0:
         return float("nan")
-    flat_a = a.reshape(-1) if a.flags.c_contiguous else np.ravel(a)
-    flat_b = b.reshape(-1) if b.flags.c_contiguous else np.ravel(b)
-    return float(np.clip(np.dot(flat_a, flat_b) / (na * nb), -1.0, 1.0))
+    return float(np.clip(np.vdot(a, b) / (na * nb), -1.0, 1.0))

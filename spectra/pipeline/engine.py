@@ -19,7 +19,8 @@ from ..analyzers.base import Analyzer, Measurement
 from ..snapshot import DecompositionPlan, LayerState
 from ..table.schema import STATUSES, Record
 
-__all__ = ["ErrorPolicy", "ON_ERROR", "LOOKAHEAD", "resolve_analyzers", "run_analyzers", "run_states", "runtime_needs"]
+__all__ = ["ErrorPolicy", "ON_ERROR", "LOOKAHEAD", "resolve_analyzers", "run_analyzers", "run_states",
+           "runtime_needs"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,12 @@ def runtime_needs(an: Analyzer) -> frozenset[str]:
     return frozenset(needs)
 
 
-def run_analyzers(
+def run_analyzers(states: Sequence[LayerState], analyzers: Sequence[Analyzer], **options: Any) -> list[Record]:
+    """:func:`run_states` (same arguments), its records in one list: each snapshot's, in order."""
+    return [r for rows in run_states(states, analyzers, **options) for r in rows]
+
+
+def run_states(
     states: Sequence[LayerState],
     analyzers: Sequence[Analyzer],
     *,
@@ -171,8 +177,10 @@ def run_analyzers(
     tags: Mapping[str, Any] | None = None,
     profile: Any = None,
     executor: Executor | None = None,
-) -> list[Record]:
-    """Run each analyzer on each snapshot; return the records.
+    release: bool = False,
+    done: Callable[[int, list[Record]], None] | None = None,
+) -> list[list[Record]]:
+    """Run each analyzer on each snapshot; the records of each snapshot apart (``out[i]`` are ``states[i]``'s).
 
     An analyzer whose required needs (:func:`runtime_needs`) the snapshot cannot meet (no update at step 0) is
     silently not run. Any exception from an analyzer becomes one ``failed`` row, a call of the
@@ -195,34 +203,12 @@ def run_analyzers(
             :class:`spectra.pipeline.profile.Profile`) that receives the time of each snapshot's decompositions
             (``"decompose"``) and of each analyzer call (``"analyzer"``).
         executor: a thread pool for the decompositions (``None``: all in this thread).
-    """
-    return [r for rows in run_states(states, analyzers, run=run, policy=policy, hook=hook, tags=tags,
-                                     profile=profile, executor=executor) for r in rows]
-
-
-def run_states(
-    states: Sequence[LayerState],
-    analyzers: Sequence[Analyzer],
-    *,
-    run: str,
-    policy: ErrorPolicy,
-    hook: Any = None,
-    tags: Mapping[str, Any] | None = None,
-    profile: Any = None,
-    executor: Executor | None = None,
-    release: bool = False,
-    done: Callable[[int, list[Record]], None] | None = None,
-) -> list[list[Record]]:
-    """:func:`run_analyzers`, with the records of each snapshot apart (``out[i]`` are ``states[i]``'s).
-
-    Args:
         release: release each snapshot (:meth:`LayerState.release`) as soon as its analyzers ran (and every one
             left when an exception ends the run), so that a step's decompositions never pile up: a driver that
             passes a whole step's snapshots in one call then holds at most LOOKAHEAD + 1 snapshots'
             decompositions.
         done: called with ``(i, rows)`` as soon as snapshot ``i``'s analyzers have run (e.g. to keep the rows
             of a run that an exception ends, or to advance a progress bar).
-        Other arguments: as in :func:`run_analyzers`.
     """
     tags = dict(tags or {})
     out: list[list[Record]] = []

@@ -9,8 +9,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping, Sequence
 
-__all__ = ["as_tuple", "check_analyzer_specs", "check_options", "with_fit", "check_layer_rules", "check_layer_rules_of",
-           "check_tags", "is_int"]
+__all__ = ["as_tuple", "check_analyzer_specs", "check_options", "with_fit", "check_layer_rules",
+           "check_layer_rules_of", "check_tags", "is_int"]
 
 
 def is_int(v: Any) -> bool:

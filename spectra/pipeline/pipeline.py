@@ -65,7 +65,8 @@ class Pipeline:
         self.profile = Profile()
         self._pool: ThreadPoolExecutor | None = None
         self._blas_ctl: Any = None  # threadpoolctl controller, made on the first limited step
-        self._torch_threads = torch_threads_of_caller()  # the creating (training) thread's, read before any worker pins its own
+        # the creating (training) thread's, read before any worker pins its own
+        self._torch_threads = torch_threads_of_caller()
         self.pm = settings.plugin_manager or get_plugin_manager(
             plugins=settings.plugins, builtin_options={"spectra.layers": dict(settings.layer_rules)}
         )
