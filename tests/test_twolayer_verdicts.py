@@ -217,7 +217,7 @@ def test_plugin_imports_only_public_spectra_modules():
 
 def test_citations_point_to_the_plugins_own_notes():
     notes = (PLUGIN / "PAPER_NOTES.md").read_text(encoding="utf-8")
-    headings = set(re.findall(r"^##+ (\d+(?:\.\d+)?)\.? ", notes, flags=re.M))
+    headings = set(re.findall(r"^##+ (\d+(?:\.\d+)?)\.? ", notes, flags=re.MULTILINE))
     for sec in ("0", "1", "2", "3", "4", "4.1", "5", "5.1", "5.4", "5.5", "5.9", "6", "7", "8", "8.1", "8.2", "9",
                 "10", "11"):
         assert sec in headings, sec
