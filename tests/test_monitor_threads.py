@@ -57,3 +57,31 @@ def test_bad_values_are_refused(bad):
     with pytest.raises(ValueError, match="decompose_threads must be a positive integer or None"):
         spectra.SpectraMonitor(nn.Linear(3, 3), torch.optim.SGD(nn.Linear(3, 3).parameters(), lr=0.1),
                                decompose_threads=bad)
+
+
+def test_attaching_loads_the_linear_algebra_so_the_first_due_step_does_not_pay_for_it():
+    # in a fresh process, with a schedule that skips step 0 (so attach analyzes nothing): SciPy's linear algebra
+    # (~0.13 s to import) and the BLAS controller still come at attach, not inside the first due step (which the
+    # cost watch times); blas_threads=None leaves BLAS alone: nothing to find
+    import ast
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch, spectra\n"
+        "before = 'scipy.linalg' in sys.modules\n"
+        "m = torch.nn.Linear(4, 3); opt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+        "from spectra.schedules import every\n"
+        "mon = spectra.SpectraMonitor(m, opt, schedule=every(5, start=5), warn_overhead=None)\n"
+        "assert mon.to_pandas().empty\n"
+        "ctl = mon._pipeline._blas_ctl\n"
+        "libs = sorted(lib.filepath for lib in ctl.lib_controllers if lib.user_api == 'blas')\n"
+        "off = spectra.SpectraMonitor(torch.nn.Linear(4, 3), opt, schedule=every(5, start=5), warn_overhead=None,"
+        " blas_threads=None)\n"
+        "print([before, 'scipy.linalg' in sys.modules, libs, off._pipeline._blas_ctl is None])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, after, libs, off_is_none = ast.literal_eval(out.strip().splitlines()[-1])
+    assert not before and after
+    assert any("scipy" in path for path in libs), libs  # SciPy's own OpenBLAS is among the limited libraries
+    assert off_is_none

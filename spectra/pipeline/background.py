@@ -90,6 +90,7 @@ class StepRunner:
             raise ValueError("background=True cannot be used under torch.distributed (distributed="
                              f"{settings.distributed!r}): the worker's collectives could interleave with "
                              "training's; use background=False there")
+        pipeline.blas()  # the one-time import of the due steps' linear algebra: now, not on the first due step
         self.pipeline = pipeline
         self.recorder = recorder
         self.background = settings.background

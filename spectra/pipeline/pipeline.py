@@ -64,7 +64,7 @@ class Pipeline:
         self.policy = ErrorPolicy(settings.on_error)
         self.profile = Profile()
         self._pool: ThreadPoolExecutor | None = None
-        self._blas_ctl: Any = None  # threadpoolctl controller, made on the first limited step
+        self._blas_ctl: Any = None  # threadpoolctl controller (blas())
         # the creating (training) thread's, read before any worker pins its own
         self._torch_threads = torch_threads_of_caller()
         self.pm = settings.plugin_manager or get_plugin_manager(
@@ -207,7 +207,7 @@ class Pipeline:
         error: str | None = None
         bar = make_progress(self.settings.progress, len(local), f"spectra.{self.source}")
         try:
-            with limit_blas_threads(self.settings.blas_threads, controller=self._blas()):
+            with limit_blas_threads(self.settings.blas_threads, controller=self.blas()):
                 if self.deltas is None:  # one run over every layer's snapshots: the pool never waits for a layer
                     self._analyze_entries(local, step, due, copies, include, records, bar)
                 else:
@@ -378,8 +378,10 @@ class Pipeline:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _blas(self) -> Any:
-        """The BLAS controller of :func:`~spectra.threads.limit_blas_threads` (found once: ~1 ms a scan)."""
+    def blas(self) -> Any:
+        """The BLAS controller of :func:`~spectra.threads.limit_blas_threads`, found once (~1 ms a scan; the first
+        call also imports SciPy's linear algebra, ~0.13 s: drivers call it when they attach, so that the first due
+        step, which the cost watch times, does not pay it). ``None`` when ``blas_threads`` is ``None``."""
         if self._blas_ctl is None and self.settings.blas_threads is not None:
             self._blas_ctl = blas_controller()
         return self._blas_ctl
