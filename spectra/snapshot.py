@@ -370,6 +370,13 @@ class LayerState:
             return best
         return SVD(best.U[:, :k], best.S[:k], best.Vh[:k], False)
 
+    def known_sq_norm(self, kind: str = "weight") -> float | None:
+        """‖X‖²_F of a kind if a float64 decomposition of it already formed its Gram matrix (its trace, free);
+        ``None`` otherwise (the caller computes it)."""
+        dec = self._cache.get(("decomposer", kind))
+        known = getattr(dec, "known_fro2", None)  # LAPACK's float64 decomposer only
+        return None if known is None else known()
+
     def release(self) -> None:
         """Drop the copies and cached decompositions (the monitor calls this after a step)."""
         self._cache.clear()

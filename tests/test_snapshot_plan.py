@@ -238,3 +238,26 @@ def test_plan_merge_is_order_independent(kinds, evals, ks):
         mine = [r for r in reqs if r.kind == kind]
         want_k = None if any(r.k is None for r in mine) else max(r.k for r in mine)
         assert a.needs(kind) == (any(r.evals for r in mine), want_k)
+
+
+def test_a_formed_gram_matrix_gives_the_squared_norm_for_free_and_alignment_reads_it(monkeypatch):
+    import spectra.analyzers.alignment as alignment
+
+    passes = []
+    monkeypatch.setattr(alignment, "sq_norm", lambda X: passes.append(X.shape) or float(np.vdot(X, X)))
+    rng = np.random.default_rng(11)
+    W, W0, dW, G = _mats(rng, N=90, M=140)  # wide: the decomposer works on the transpose
+    st_ = _state(torch.from_numpy(W).float(), previous=torch.from_numpy(W0).float(),
+                 update=torch.from_numpy(dW).float(), grad=torch.from_numpy(G).float())
+    assert st_.known_sq_norm("update") is None  # nothing formed yet: the caller computes it
+    an = AlignmentAnalyzer(k=4)
+    st_.prefetch(DecompositionPlan.collect([an], st_))  # as the pipeline does before the analyzers run
+    rows = an.analyze(st_)
+    assert passes == []  # every norm came from a Gram matrix's trace, none from another pass over a matrix
+    for kind in ("weight", "previous", "update", "grad"):
+        X = st_.array(kind)
+        assert st_.known_sq_norm(kind) == pytest.approx(float(np.vdot(X, X)), rel=1e-13)
+    rel = {m.matrix: m.value for m in rows if m.metric == "relative_norm"}
+    for kind in ("update", "grad"):
+        expected = np.linalg.norm(st_.array(kind)) / np.linalg.norm(st_.array("previous"))
+        assert rel[kind] == pytest.approx(expected, rel=1e-13)

@@ -268,8 +268,13 @@ class _Matrices:
         return self._arrays[kind]
 
     def sq_norm(self, kind: str) -> float:
-        """‖X‖²_F of a kind, computed once per snapshot (the arrays are the snapshot's checked float64 copies)."""
+        """‖X‖²_F of a kind, once per snapshot: the trace of the Gram matrix its decomposition formed, or one pass
+        over the snapshot's float64 copy (NaN/Inf entries raise)."""
         if kind not in self._sq_norms:
+            known = self.layer.known_sq_norm(kind) if self.layer.has(kind) else None
+            if known is not None:  # the trace of the Gram matrix its decomposition formed (checked finite there)
+                self._sq_norms[kind] = known
+                return known
             X = self.array(kind)
             value = sq_norm(X)
             if not np.isfinite(value):  # NaN/Inf entries are an error (an overflowing finite X is kept)

@@ -136,6 +136,14 @@ class Decomposer(PlannedDecomposition):
         self._gram()
         return float(np.trace(self._G)) * self._Gscale
 
+    def known_fro2(self) -> float | None:
+        """‖A‖²_F if the Gram matrix (or its reduction) is already formed, so that it costs nothing; else ``None``."""
+        if self._red is not None:
+            return self._red.fro2
+        if self._G is not None:
+            return float(np.trace(self._G)) * self._Gscale
+        return None
+
     def _svdvals_sq(self) -> np.ndarray:
         from scipy.linalg import svdvals
 
