@@ -12,6 +12,12 @@ layer) this benchmark times those four decompositions
 ``processes`` is the floor of the decompositions of a synchronous due step on two cores; the analyzers' own work
 (alignment, tail fit, ESD summary) and the copies come on top of it. Medians over ``--repeat`` runs.
 
+In the same run it times the analyzers' own work on a prefetched snapshot (``bench_analyzers.py``'s) and the
+paper net's plain training step (torch at its default threads), and derives the floor of the synchronous
+overhead at every=10: all of a due step's single-threaded work (decompositions and analyzers) spread evenly over
+every core with no slowdown, against ten plain steps: ``(serial + analyzers) / cores / (10 × plain step)``.
+No schedule of this exact maths can do better on this machine; issue #17's target is 40%.
+
 Usage: python benchmarks/bench_due_floor.py [--repeat 30]
 """
 
@@ -77,6 +83,52 @@ def worker(seed: int, start_at: float, repeat: int) -> None:
     print(json.dumps({"ms": _median_ms(both, repeat)}))
 
 
+def _floor(tasks: list[tuple[np.ndarray, bool]], repeat: int) -> tuple[float, float, float]:
+    """The floor of the every=10 overhead, as the median over ``repeat`` rounds of one ratio measured within each
+    round (a co-tenant that takes a core for a while slows torch's two-thread step far more than one-thread
+    LAPACK): the four decompositions serially on one thread, the default analyzers on a prefetched snapshot, and
+    ten plain training steps. Returns ``(floor %, analyzers ms, plain step ms)``, each a median over rounds."""
+    from bench_analyzers import _snapshot
+    from bench_monitor import paper_setup
+    from threadpoolctl import threadpool_limits
+
+    from spectra.analyzers.alignment import AlignmentAnalyzer
+    from spectra.analyzers.esd import EsdAnalyzer
+    from spectra.analyzers.tail import TailAnalyzer
+
+    analyzers = [EsdAnalyzer(), TailAnalyzer(), AlignmentAnalyzer()]
+    _, _, step = paper_setup()
+    step()
+    cores = os.cpu_count() or 1
+    ratios, an_ms, plain_ms = [], [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(10):
+            step()
+        plain = (time.perf_counter() - t0) / 10
+        # all of the maths on one BLAS thread: an idle multi-threaded OpenBLAS pool spins, and slows the training
+        # steps that follow it (spectra.threads)
+        with threadpool_limits(1):
+            st = _snapshot(analyzers)  # fresh (a snapshot caches what analyzers compute), prefetched
+            t0 = time.perf_counter()
+            for A, ev in tasks:
+                _decompose(A, ev)
+            t1 = time.perf_counter()
+            for an in analyzers:
+                list(an.analyze(st))  # analyze may be a generator: consume it
+            t2 = time.perf_counter()
+        ratios.append(100 * (t2 - t0) / cores / (10 * plain))
+        an_ms.append(1e3 * (t2 - t1))
+        plain_ms.append(1e3 * plain)
+    return statistics.median(ratios), statistics.median(an_ms), statistics.median(plain_ms)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=30)
@@ -94,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         serial = _median_ms(lambda: [_decompose(A, ev) for A, ev in tasks], args.repeat)
         with ThreadPoolExecutor(2) as pool:
             threads = _median_ms(lambda: list(pool.map(lambda t: _decompose(*t), tasks)), args.repeat)
+    floor_pct, analyzers_ms, plain_ms = _floor(tasks, args.repeat)
     start_at = time.time() + 8.0  # both workers imported and warmed up by then
     child_env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(seed), str(start_at), "--repeat",
@@ -106,6 +159,16 @@ def main(argv: list[str] | None = None) -> None:
          "vs_serial": round(serial / threads, 2)},
         {"how": "processes (two, two matrices each: the floor)", "ms_per_due_step": round(max(outs), 1),
          "vs_serial": round(serial / max(outs), 2)},
+    ]
+    cores = os.cpu_count() or 1
+    rows += [
+        {"how": "analyzers' own work (esd, tail, alignment; one thread)", "ms_per_due_step": round(analyzers_ms, 1),
+         "vs_serial": ""},
+        {"how": f"plain training step (torch at {torch_threads()} threads)", "ms_per_due_step": round(plain_ms, 2),
+         "vs_serial": ""},
+        {"how": f"floor of the every=10 overhead: (serial + analyzers) / {cores} cores / (10 x plain step), % "
+                "(median of per-round ratios)",
+         "ms_per_due_step": round(floor_pct, 1), "vs_serial": ""},
     ]
     notes = [f"matrices: 4 x {SHAPE[0]}x{SHAPE[1]} float64 (W_t with every eigenvalue, the others top-{K}); "
              f"repeat={args.repeat}, medians; processes: the slower of the two",
