@@ -13,7 +13,7 @@ from spectra.functional import certify
 from spectra.functional.certify import EVALS_RTOL, gram_error_bound, rank_floor
 from spectra.functional.decompose import Decomposer
 from spectra.functional.lowrank import lowrank_columns, qr_stage, svd_from_factors
-from spectra.functional.tridiag import gram_reduce, reduction_eigh_range, reduction_eigvalsh
+from spectra.functional.tridiag import gram_reduce, reduction_eigh_range, reduction_eigvalsh, reduction_eigvals_range
 
 EPS = np.finfo(np.float64).eps
 
@@ -79,6 +79,12 @@ def test_reduction_matches_lapack_eigh(rng, shape):
     np.testing.assert_allclose(G @ X, X * w, atol=1e-12 * lam[-1])
     with pytest.raises(ValueError, match="outside"):
         reduction_eigh_range(red, 0, n)
+    # values only: the bisection's, or read from every eigenvalue when given
+    lo = max(0, n - k - 1)
+    np.testing.assert_allclose(reduction_eigvals_range(red, lo, n - 1), lam[lo:], rtol=1e-13)
+    np.testing.assert_array_equal(reduction_eigvals_range(red, lo, lo, lam), lam[lo : lo + 1])
+    with pytest.raises(ValueError, match="outside"):
+        reduction_eigvals_range(red, -1, 0)
 
 
 def test_reduction_rescales_extreme_magnitudes(rng):

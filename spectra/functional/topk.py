@@ -16,7 +16,7 @@ import numpy as np
 
 from .certify import gram_error_bound, rank_floor, rounding_error, temple_upper_bounds, trusted_top
 from .lowrank import lowrank_columns, qr_stage
-from .tridiag import GramReduction, gram_of, gram_reduce, reduction_eigh_range
+from .tridiag import GramReduction, gram_of, gram_reduce, reduction_eigh_range, reduction_eigvals_range
 
 __all__ = ["Fallback", "fix_signs", "full_svd", "rayleigh_ritz", "completion", "staged_top", "certified_union"]
 
@@ -147,15 +147,17 @@ def staged_top(
                     break
                 continue
         red = reduction() if depth == 0 else gram_reduce(X, G, scale)
-        m = min(remaining + 1, red.n)
-        w, Z = reduction_eigh_range(red, red.n - m, red.n - 1, eigvals if depth == 0 else None)
-        wd, Zd = w[::-1], Z[:, ::-1]
+        known = eigvals if depth == 0 else None
         kk = min(remaining, red.n)
-        U, S, V = rayleigh_ritz(X, np.ascontiguousarray(Zd[:, :kk]))
+        w, Z = reduction_eigh_range(red, red.n - kk, red.n - 1, known)
+        wd = w[::-1]
+        U, S, V = rayleigh_ritz(X, np.ascontiguousarray(Z[:, ::-1]))
         delta = gram_error_bound(red.fro2)
-        t = trusted_top(wd[:kk], delta, rtol)
+        t = trusted_top(wd, delta, rtol)
         if depth == 0 and t == kk:
             return U, S, V, "gram"
+        if kk < red.n:  # the stage's caps also bound what lies below it: the next eigenvalue (its value only)
+            wd = np.append(wd, reduction_eigvals_range(red, red.n - kk - 1, red.n - kk - 1, known))
         s1 = s1 or float(S[0])
         floor2 = floor2 or rank_floor(s1, T.shape) ** 2
         caps.append((got, wd + delta, float(wd[-1] + delta)))

@@ -25,7 +25,8 @@ import numpy as np
 
 from . import _lapack
 
-__all__ = ["GramReduction", "gram_reduce", "reduction_eigvalsh", "reduction_eigh_range", "gram_of"]
+__all__ = ["GramReduction", "gram_reduce", "reduction_eigvalsh", "reduction_eigh_range", "reduction_eigvals_range",
+           "gram_of"]
 
 # trace(G) outside [2**-_SAFE_EXP, 2**_SAFE_EXP] triggers a power-of-two rescaling of A before the product
 _SAFE_EXP = 600
@@ -133,6 +134,30 @@ def _unreduced(red: GramReduction) -> bool:
     ulp = float(np.finfo(np.float64).eps)
     tiny = float(np.finfo(np.float64).tiny)
     return not bool(np.any(np.abs(red.d[1:] * red.d[:-1]) * ulp**2 + tiny > red.e**2))
+
+
+def reduction_eigvals_range(
+    red: GramReduction, lo: int, hi: int, eigvals: np.ndarray | None = None
+) -> np.ndarray:
+    """Eigenvalues ``lo..hi`` (0-based, inclusive, ascending) of AᵀA from the reduction, without vectors: read
+    from ``eigvals`` (every eigenvalue, ascending, as :func:`reduction_eigvalsh` returns them) when given, else
+    by bisection (``dstebz``), as :func:`reduction_eigh_range` computes them.
+
+    Raises:
+        ValueError: the range is empty or outside [0, M).
+        numpy.linalg.LinAlgError: the bisection failed.
+    """
+    n = red.n
+    if not 0 <= lo <= hi < n:
+        raise ValueError(f"eigenvalue range {lo}..{hi} is outside 0..{n - 1}")
+    if eigvals is not None and eigvals.shape == (n,):
+        return np.array(eigvals[lo : hi + 1], dtype=np.float64)
+    if n == 1:
+        return red.d * red.scale
+    m, w, _, _, info = _lapack.dstebz_index(red.d, red.e, lo + 1, hi + 1)
+    if info != 0 or m != hi - lo + 1:
+        raise np.linalg.LinAlgError(f"dstebz failed (info={info}, found {m} of {hi - lo + 1} eigenvalues)")
+    return np.sort(w[:m]) * red.scale
 
 
 def reduction_eigh_range(
