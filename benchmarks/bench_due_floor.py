@@ -7,7 +7,9 @@ layer) this benchmark times those four decompositions
 * ``serial``: one after the other, one thread (the CPU work);
 * ``threads``: on two threads of one process, as the monitor runs them (the LAPACK kernels release the GIL);
 * ``processes``: two processes with two matrices each, started together, with ``OPENBLAS_NUM_THREADS=1`` and no
-  shared interpreter: the best two cores can do with this maths (no GIL, no shared BLAS thread pool).
+  shared interpreter: the best two cores can do with this maths (no GIL, no shared BLAS thread pool), and a
+  flattering one: each process keeps its own two matrices in its core's cache across repetitions, where the
+  thread pool hands the four to whichever thread is free (the monitor's matrices are fresh at every due step).
 
 ``processes`` is the floor of the decompositions of a synchronous due step on two cores; the analyzers' own work
 (alignment, tail fit, ESD summary) and the copies come on top of it. Medians over ``--repeat`` runs.
