@@ -271,16 +271,15 @@ class _Matrices:
         """‖X‖²_F of a kind, once per snapshot: the trace of the Gram matrix its decomposition formed, or one pass
         over the snapshot's float64 copy (NaN/Inf entries raise)."""
         if kind not in self._sq_norms:
-            known = self.layer.known_sq_norm(kind) if self.layer.has(kind) else None
-            if known is not None:  # the trace of the Gram matrix its decomposition formed (checked finite there)
-                self._sq_norms[kind] = known
-                return known
-            X = self.array(kind)
-            value = sq_norm(X)
-            if not np.isfinite(value):  # NaN/Inf entries are an error (an overflowing finite X is kept)
-                bad = int(X.size - np.count_nonzero(np.isfinite(X)))
-                if bad:
-                    raise ValueError(f"{kind} holds {bad} non-finite value(s) (NaN or Inf) out of {X.size}")
+            # the trace of the Gram matrix its decomposition formed (the matrix was checked finite there)
+            value = self.layer.known_sq_norm(kind) if self.layer.has(kind) else None
+            if value is None:
+                X = self.array(kind)
+                value = sq_norm(X)
+                if not np.isfinite(value):  # NaN/Inf entries are an error (an overflowing finite X is kept)
+                    bad = int(X.size - np.count_nonzero(np.isfinite(X)))
+                    if bad:
+                        raise ValueError(f"{kind} holds {bad} non-finite value(s) (NaN or Inf) out of {X.size}")
             self._sq_norms[kind] = value
         return self._sq_norms[kind]
 

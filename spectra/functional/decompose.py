@@ -131,10 +131,8 @@ class Decomposer(PlannedDecomposition):
 
     def fro2(self) -> float:
         """‖A‖²_F (from the Gram matrix's trace)."""
-        if self._red is not None:
-            return self._red.fro2
-        self._gram()
-        return float(np.trace(self._G)) * self._Gscale
+        self._gram()  # a no-op once the Gram matrix or its reduction exists
+        return self.known_fro2()  # type: ignore[return-value]
 
     def known_fro2(self) -> float | None:
         """‖A‖²_F if the Gram matrix (or its reduction) is already formed, so that it costs nothing; else ``None``."""

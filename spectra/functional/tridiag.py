@@ -154,10 +154,17 @@ def reduction_eigvals_range(
         return np.array(eigvals[lo : hi + 1], dtype=np.float64)
     if n == 1:
         return red.d * red.scale
-    m, w, _, _, info = _lapack.dstebz_index(red.d, red.e, lo + 1, hi + 1)
+    w = _bisect(red, lo, hi)[0]
+    return np.sort(w) * red.scale
+
+
+def _bisect(red: GramReduction, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenvalues ``lo..hi`` of the tridiagonal matrix by bisection (``dstebz``, unscaled, in its block order),
+    with the block indices and splitting points ``dstein`` takes."""
+    m, w, iblock, isplit, info = _lapack.dstebz_index(red.d, red.e, lo + 1, hi + 1)
     if info != 0 or m != hi - lo + 1:
         raise np.linalg.LinAlgError(f"dstebz failed (info={info}, found {m} of {hi - lo + 1} eigenvalues)")
-    return np.sort(w[:m]) * red.scale
+    return w[:m], iblock, isplit
 
 
 def reduction_eigh_range(
@@ -195,9 +202,8 @@ def reduction_eigh_range(
         isplit = np.zeros(n, dtype=np.int32)
         isplit[0] = n
     else:
-        m, w, iblock, isplit, info = _lapack.dstebz_index(red.d, red.e, lo + 1, hi + 1)
-        if info != 0 or m != hi - lo + 1:
-            raise np.linalg.LinAlgError(f"dstebz failed (info={info}, found {m} of {hi - lo + 1} eigenvalues)")
+        w, iblock, isplit = _bisect(red, lo, hi)
+        m = w.size
     Z, info = _lapack.dstein(red.d, red.e, w[:m], iblock, isplit)
     if info != 0:
         raise np.linalg.LinAlgError(f"dstein failed to converge for {info} eigenvector(s)")
