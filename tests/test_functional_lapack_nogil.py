@@ -44,10 +44,29 @@ def test_kernels_match_scipy_bit_for_bit(shape):
     assert info == 0 and np.array_equal(Z0, Z1)
     Z0, Z1 = np.asfortranarray(Z0), np.asfortranarray(Z1.copy())
     a = c0[1:, : n - 1]
-    lw = int(lapack.dormqr(b"L", b"N", a, t0, Z0[1:, :], -1)[1][0])
+    lw = Z0.shape[1]  # few vectors: the minimal workspace (dormqr's unblocked path), as dormqr_left chooses
     Zq, _, _ = lapack.dormqr(b"L", b"N", a, t0, Z0[1:, :], lw)
     assert _lapack.dormqr_left(c0, t0, Z1) == 0
     assert np.array_equal(Zq, Z1[1:, :]) and np.array_equal(Z0[0], Z1[0])
+
+
+@pytest.mark.parametrize("m", [1, 10, _lapack.UNBLOCKED_BELOW - 1, _lapack.UNBLOCKED_BELOW, 60])
+def test_back_transform_is_q_times_z_blocked_or_not(m):
+    """Few vectors take LAPACK's unblocked path, many the blocked one (the optimal workspace); each is bit for bit
+    the f2py wrapper with the same workspace, and both are Q·Z with Q formed explicitly (dorgqr), to rounding."""
+    _, G = _gram((300, 130), 4)
+    n = G.shape[0]
+    lwork = max(1, int(lapack.dsytrd_lwork(n, lower=1)[0]))
+    c, _, _, tau, _ = lapack.dsytrd(G.copy().T, lower=1, lwork=lwork)
+    Z = np.asfortranarray(np.random.default_rng(m).standard_normal((n, m)))
+    got = Z.copy(order="F")
+    assert _lapack.dormqr_left(c, tau, got) == 0
+    a = c[1:, : n - 1]
+    lw = m if m < _lapack.UNBLOCKED_BELOW else int(lapack.dormqr(b"L", b"N", a, tau, Z[1:, :], -1)[1][0])
+    ref, _, info = lapack.dormqr(b"L", b"N", a, tau, Z[1:, :].copy(order="F"), lw)
+    assert info == 0 and np.array_equal(ref, got[1:, :]) and np.array_equal(got[0], Z[0])
+    Q = lapack.dorgqr(a, tau)[0]  # the n-1 x n-1 orthogonal factor the reflectors hold
+    np.testing.assert_allclose(got[1:, :], Q @ Z[1:, :], rtol=0, atol=1e-13 * np.abs(Z).max())
 
 
 def test_fallback_without_capsules_gives_the_same_numbers(monkeypatch):

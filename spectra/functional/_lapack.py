@@ -164,8 +164,18 @@ def dstein(d: np.ndarray, e: np.ndarray, w: np.ndarray, iblock: np.ndarray,
     return Z, int(info.value)
 
 
+#: below this many vectors the back-transform runs LAPACK's unblocked code: the blocked code's triangular factors
+#: (``dlarft``, O(n²·32) flops whatever the number of vectors) cost more than the level-3 products save: on one
+#: thread, 1.9-2.5x faster at 10 vectors for n = 256 to 1024, break-even at ~32 (benchmarks/bench_back_transform.py)
+UNBLOCKED_BELOW = 32
+
+
 def dormqr_left(reflectors: np.ndarray, tau: np.ndarray, Z: np.ndarray) -> int:
     """Z[1:, :] ← Q·Z[1:, :] in place, Q the ``dsytrd`` (lower) reflectors: the back-transform of ``dormtr``.
+
+    With fewer than :data:`UNBLOCKED_BELOW` vectors the workspace is the minimum (one entry per vector), which
+    makes ``dormqr`` apply the reflectors one by one (its ``dorm2r`` path); otherwise the optimal workspace
+    (blocked). The numbers differ from one choice to the other by rounding only, and each is reproducible.
 
     Args:
         reflectors: the n × n Fortran-ordered ``dsytrd`` output (the vectors lie below the subdiagonal).
@@ -183,15 +193,18 @@ def dormqr_left(reflectors: np.ndarray, tau: np.ndarray, Z: np.ndarray) -> int:
         from scipy.linalg import lapack
 
         a = reflectors[1:, : n - 1]
-        lwork = int(lapack.dormqr(b"L", b"N", a, tau, Z[1:, :], -1)[1][0])
+        lwork = max(1, m) if m < UNBLOCKED_BELOW else int(lapack.dormqr(b"L", b"N", a, tau, Z[1:, :], -1)[1][0])
         Zq, _, info = lapack.dormqr(b"L", b"N", a, tau, Z[1:, :], max(1, lwork), overwrite_c=1)
         Z[1:, :] = Zq
         return int(info)
     k = n - 1
     info = ctypes.c_int(0)
-    query = np.empty(1)
     args = (_i(k), _i(m), _i(k), _p(reflectors, 1), _i(n), _p(tau), _p(Z, 1), _i(n))
-    f(b"L", b"N", *args, _p(query), _i(-1), ctypes.byref(info))
-    work = np.empty(max(1, int(query[0])))
+    if m < UNBLOCKED_BELOW:
+        work = np.empty(max(1, m))
+    else:
+        query = np.empty(1)
+        f(b"L", b"N", *args, _p(query), _i(-1), ctypes.byref(info))
+        work = np.empty(max(1, int(query[0])))
     f(b"L", b"N", *args, _p(work), _i(work.size), ctypes.byref(info))
     return int(info.value)
