@@ -39,6 +39,10 @@ def test_kernels_match_scipy_bit_for_bit(shape):
     assert got[0] == m and got[4] == 0
     for a, b in zip((w, iblock, isplit), got[1:4]):
         assert np.array_equal(a, b)
+    e_n = np.append(e0, 0.0)  # dstemr's e has n entries (the last is workspace)
+    m2, w2, Z2, i2 = lapack.dstemr(d0.copy(), e_n, 2, 0.0, 0.0, max(1, n - 2), n)
+    got2 = _lapack.dstemr_index(d0, e0, max(1, n - 2), n)
+    assert i2 == got2[2] == 0 and np.array_equal(w2[:m2], got2[0]) and np.array_equal(Z2[:, :m2], got2[1])
     Z0, _ = lapack.dstein(d0, e0, w[:m], iblock, isplit)
     Z1, info = _lapack.dstein(d0, e0, w[:m], iblock, isplit)
     assert info == 0 and np.array_equal(Z0, Z1)
@@ -79,3 +83,23 @@ def test_fallback_without_capsules_gives_the_same_numbers(monkeypatch):
     assert np.array_equal(reduction_eigvalsh(red2), lam)
     w2, Z2 = reduction_eigh_range(red2, 50, 59)
     assert np.array_equal(w2, w) and np.array_equal(Z2, Z)
+
+
+def test_eigenpairs_fall_back_to_bisection_when_mrrr_fails(monkeypatch):
+    """reduction_eigh_range takes dstemr's pairs; when dstemr reports a failure, bisection + inverse iteration give
+    the same pairs to rounding."""
+    A, G = _gram((300, 130), 6)
+    red = gram_reduce(A)
+    w, Z = reduction_eigh_range(red, 120, 129)
+    calls = []
+
+    def failing(d, e, il, iu):
+        calls.append((il, iu))
+        return np.empty(0), np.empty((d.size, 0)), 3
+
+    monkeypatch.setattr(_lapack, "dstemr_index", failing)
+    w2, Z2 = reduction_eigh_range(red, 120, 129)
+    assert calls == [(121, 130)]
+    np.testing.assert_allclose(w2, w, rtol=1e-13)
+    np.testing.assert_allclose(np.abs(np.sum(Z * Z2, axis=0)), 1.0, atol=1e-12)
+    np.testing.assert_allclose(G @ Z2, Z2 * w2, atol=1e-12 * w2[-1])

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dsytrd", "dsterf", "dstebz_index", "dstein", "dormqr_left", "nogil_available"]
+__all__ = ["dsytrd", "dsterf", "dstebz_index", "dstein", "dstemr_index", "dormqr_left", "nogil_available"]
 
 _INT = ctypes.POINTER(ctypes.c_int)
 _DBL = ctypes.POINTER(ctypes.c_double)
@@ -33,6 +33,8 @@ _SIGNATURES = {
                _INT, _INT),
     "dstein": (_INT, _DBL, _DBL, _INT, _DBL, _INT, _INT, _DBL, _INT, _DBL, _INT, _INT, _INT),
     "dormqr": (_STR, _STR, _INT, _INT, _INT, _DBL, _INT, _DBL, _DBL, _INT, _DBL, _INT, _INT),
+    "dstemr": (_STR, _STR, _INT, _DBL, _DBL, _DBL, _DBL, _INT, _INT, _INT, _DBL, _DBL, _INT, _INT, _INT, _INT, _DBL,
+               _INT, _INT, _INT, _INT),
 }
 
 
@@ -164,9 +166,46 @@ def dstein(d: np.ndarray, e: np.ndarray, w: np.ndarray, iblock: np.ndarray,
     return Z, int(info.value)
 
 
+def dstemr_index(d: np.ndarray, e: np.ndarray, il: int, iu: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Eigenpairs ``il..iu`` (1-based, inclusive) of the symmetric tridiagonal (``d``, ``e``) by MRRR (``dstemr``).
+
+    JOBZ='V', RANGE='I', TRYRAC=true and the documented minimal workspaces: what
+    ``scipy.linalg.lapack.dstemr(d, e, 2, 0.0, 0.0, il, iu)`` computes (tested bit for bit), without its n × n
+    output; the inputs are kept.
+
+    Returns:
+        ``(w, Z, info)``: the m = iu − il + 1 eigenvalues ascending and the n × m eigenvectors (Fortran order);
+        empty arrays and a nonzero ``info`` when ``dstemr`` failed (callers then bisect instead).
+    """
+    n, m = int(d.size), int(iu - il + 1)
+    ew = np.zeros(max(n, 1))
+    ew[: n - 1] = e
+    f = _routine("dstemr")
+    if f is None:
+        from scipy.linalg import lapack
+
+        found, w, Z, info = lapack.dstemr(np.array(d, dtype=np.float64), ew, 2, 0.0, 0.0, il, iu)
+        if info != 0 or found != m:
+            return w[:0], Z[:, :0], int(info) or -1
+        return w[:m], np.asfortranarray(Z[:, :m]), 0
+    dw = np.array(d, dtype=np.float64, copy=True)
+    w, Z = np.zeros(max(n, 1)), np.zeros((n, max(m, 1)), order="F")
+    isuppz = np.zeros(2 * max(m, 1), dtype=np.intc)
+    vl, vu, tryrac = ctypes.c_double(0.0), ctypes.c_double(0.0), ctypes.c_int(1)
+    lwork, liwork = max(1, 18 * n), max(1, 10 * n)  # the documented minima for JOBZ='V'
+    work, iwork = np.empty(lwork), np.empty(liwork, dtype=np.intc)
+    found, info = ctypes.c_int(0), ctypes.c_int(0)
+    f(b"V", b"I", _i(n), _p(dw), _p(ew), ctypes.byref(vl), ctypes.byref(vu), _i(il), _i(iu), ctypes.byref(found),
+      _p(w), _p(Z), _i(max(1, n)), _i(Z.shape[1]), _ip(isuppz), ctypes.byref(tryrac), _p(work), _i(lwork),
+      _ip(iwork), _i(liwork), ctypes.byref(info))
+    if info.value != 0 or found.value != m:
+        return w[:0], Z[:, :0], int(info.value) or -1
+    return w[:m], Z, 0
+
+
 #: below this many vectors the back-transform runs LAPACK's unblocked code: the blocked code's triangular factors
 #: (``dlarft``, O(n²·32) flops whatever the number of vectors) cost more than the level-3 products save: on one
-#: thread, 1.9-2.5x faster at 10 vectors for n = 256 to 1024, break-even at ~32 (benchmarks/bench_back_transform.py)
+#: thread, 1.9-2.5x faster at 10 vectors for n = 256 to 1024, break-even at ~32 (benchmarks/bench_kernels.py)
 UNBLOCKED_BELOW = 32
 
 
