@@ -18,18 +18,18 @@ Usage: python benchmarks/bench_kernels.py [--repeat 50]
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import scipy.linalg  # noqa: F401  # SciPy's own OpenBLAS must be loaded before the thread limit below
 from threadpoolctl import threadpool_limits
 
 from spectra.functional import _lapack
-from spectra.functional.tridiag import gram_reduce
+from spectra.functional.tridiag import _inverse_iteration, gram_reduce
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import environment, write_table  # noqa: E402
@@ -38,47 +38,52 @@ ORDERS = (256, 500, 1024)
 VECTORS = (5, 10, 16, 24, 32, 48, 64)
 
 
+def _interleaved(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Median ms of each function over ``repeat`` rounds, the order alternating from round to round."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(repeat):
+        for key in (list(fns) if r % 2 else list(fns)[::-1]):
+            t0 = time.perf_counter()
+            fns[key]()
+            times[key].append(time.perf_counter() - t0)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
 def _apply(red, Z: np.ndarray, blocked: bool) -> np.ndarray:
     """Q·Z with the blocked (optimal workspace) or unblocked (minimal workspace) code of ``dormqr``."""
-    saved = _lapack.UNBLOCKED_BELOW
-    _lapack.UNBLOCKED_BELOW = 0 if blocked else sys.maxsize
-    try:
-        out = Z.copy(order="F")
-        if _lapack.dormqr_left(red.reflectors, red.tau, out) != 0:
-            raise RuntimeError("dormqr failed")
-        return out
-    finally:
-        _lapack.UNBLOCKED_BELOW = saved
+    out = Z.copy(order="F")
+    if _lapack.dormqr_left(red.reflectors, red.tau, out, blocked=blocked) != 0:
+        raise RuntimeError("dormqr failed")
+    return out
 
 
-def _bisect_and_invert(red, k: int) -> tuple[np.ndarray, np.ndarray]:
-    n = red.n
-    m, w, iblock, isplit, info = _lapack.dstebz_index(red.d, red.e, n - k + 1, n)
-    Z, info2 = _lapack.dstein(red.d, red.e, w[:m], iblock, isplit)
-    if info or info2:
-        raise RuntimeError("bisection or inverse iteration failed")
-    order = np.argsort(w[:m])
-    return w[:m][order], Z[:, order]
+def back_transform_rows(rng: np.random.Generator, repeat: int) -> list[dict[str, object]]:
+    rows = []
+    for n in ORDERS:
+        red = gram_reduce(rng.standard_normal((n + n // 2, n)))
+        for m in VECTORS:
+            Z = np.asfortranarray(rng.standard_normal((n, m)))
+            ms = _interleaved({"blocked": lambda: _apply(red, Z, True), "unblocked": lambda: _apply(red, Z, False)},
+                              repeat)
+            diff = float(np.abs(_apply(red, Z, True) - _apply(red, Z, False)).max() / np.abs(Z).max())
+            rows.append({"n": n, "vectors": m, "blocked_ms": round(ms["blocked"], 3),
+                         "unblocked_ms": round(ms["unblocked"], 3),
+                         "blocked_over_unblocked": round(ms["blocked"] / ms["unblocked"], 2),
+                         "max_rel_diff": f"{diff:.1e}",
+                         "taken": "unblocked" if m < _lapack.UNBLOCKED_BELOW else "blocked"})
+    return rows
 
 
 def top_pair_rows(rng: np.random.Generator, repeat: int, k: int = 10) -> list[dict[str, object]]:
     rows = []
     for n in ORDERS:
         red = gram_reduce(rng.standard_normal((n + n // 2, n)))
-        times: dict[str, list[float]] = {"mrrr": [], "bisect": []}
-        for r in range(repeat):
-            for how in (("mrrr", "bisect") if r % 2 else ("bisect", "mrrr")):
-                t0 = time.perf_counter()
-                if how == "mrrr":
-                    _lapack.dstemr_index(red.d, red.e, n - k + 1, n)
-                else:
-                    _bisect_and_invert(red, k)
-                times[how].append(time.perf_counter() - t0)
+        ms = _interleaved({"mrrr": lambda: _lapack.dstemr_index(red.d, red.e, n - k + 1, n),
+                           "bisect": lambda: _inverse_iteration(red, n - k, n - 1, None)}, repeat)
         w1, Z1, info = _lapack.dstemr_index(red.d, red.e, n - k + 1, n)
-        w2, Z2 = _bisect_and_invert(red, k)
-        mr, bi = (1e3 * statistics.median(times[x]) for x in ("mrrr", "bisect"))
-        rows.append({"n": n, "pairs": k, "mrrr_ms": round(mr, 3), "bisect_invert_ms": round(bi, 3),
-                     "bisect_over_mrrr": round(bi / mr, 2), "info": info,
+        w2, Z2 = _inverse_iteration(red, n - k, n - 1, None)
+        rows.append({"n": n, "pairs": k, "mrrr_ms": round(ms["mrrr"], 3), "bisect_invert_ms": round(ms["bisect"], 3),
+                     "bisect_over_mrrr": round(ms["bisect"] / ms["mrrr"], 2), "info": info,
                      "max_rel_diff_values": f"{float(np.abs(w1 - w2).max() / np.abs(w2).max()):.1e}",
                      "max_1_minus_abs_dot": f"{float(np.abs(1 - np.abs(np.sum(Z1 * Z2, axis=0))).max()):.1e}"})
     return rows
@@ -92,24 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("SciPy's LAPACK capsules are not available")
     env = environment()
     rng = np.random.default_rng(0)
-    rows = []
     with threadpool_limits(1):
         pairs = top_pair_rows(rng, args.repeat)
-        for n in ORDERS:
-            red = gram_reduce(rng.standard_normal((n + n // 2, n)))
-            for m in VECTORS:
-                Z = np.asfortranarray(rng.standard_normal((n, m)))
-                times: dict[bool, list[float]] = {True: [], False: []}
-                for r in range(args.repeat):
-                    for blocked in ((True, False) if r % 2 else (False, True)):
-                        t0 = time.perf_counter()
-                        _apply(red, Z, blocked)
-                        times[blocked].append(time.perf_counter() - t0)
-                b, u = (1e3 * statistics.median(times[x]) for x in (True, False))
-                diff = float(np.abs(_apply(red, Z, True) - _apply(red, Z, False)).max() / np.abs(Z).max())
-                rows.append({"n": n, "vectors": m, "blocked_ms": round(b, 3), "unblocked_ms": round(u, 3),
-                             "blocked_over_unblocked": round(b / u, 2), "max_rel_diff": f"{diff:.1e}",
-                             "taken": "unblocked" if m < _lapack.UNBLOCKED_BELOW else "blocked"})
+        rows = back_transform_rows(rng, args.repeat)
     notes = [f"repeat={args.repeat}, medians of interleaved calls; one BLAS thread; reflectors of the Gram matrix of a "
              "random (1.5 n) x n matrix; max_rel_diff: the largest difference of the two results / max |Z|",
              f"taken: what dormqr_left does (UNBLOCKED_BELOW = {_lapack.UNBLOCKED_BELOW})",
@@ -119,8 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     write_table("top_pairs", pairs, title="The top-k eigenpairs of the tridiagonal matrix: MRRR (dstemr) vs "
                 "bisection + inverse iteration (dstebz + dstein).",
                 notes=[f"repeat={args.repeat}, medians of interleaved calls; one thread; the tridiagonal matrix of the "
-                       "Gram matrix of a random (1.5 n) x n matrix; max_1_minus_abs_dot: 1 - |z1.z2|, the vectors' largest disagreement "
-                       "(up to sign)", "the machine is shared: compare rows of one run only"], env=env)
+                       "Gram matrix of a random (1.5 n) x n matrix; max_1_minus_abs_dot: 1 - |z1.z2|, the vectors' "
+                       "largest disagreement (up to sign)", "the machine is shared: compare rows of one run only"],
+                env=env)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,21 @@ def test_back_transform_is_q_times_z_blocked_or_not(m):
     np.testing.assert_allclose(got[1:, :], Q @ Z[1:, :], rtol=0, atol=1e-13 * np.abs(Z).max())
 
 
+def test_back_transform_blocked_on_request():
+    """``blocked=True`` takes the optimal workspace whatever the number of vectors (what the benchmark compares)."""
+    _, G = _gram((300, 130), 4)
+    n = G.shape[0]
+    lwork = max(1, int(lapack.dsytrd_lwork(n, lower=1)[0]))
+    c, _, _, tau, _ = lapack.dsytrd(G.copy().T, lower=1, lwork=lwork)
+    Z = np.asfortranarray(np.random.default_rng(1).standard_normal((n, 10)))
+    got = Z.copy(order="F")
+    assert _lapack.dormqr_left(c, tau, got, blocked=True) == 0
+    a = c[1:, : n - 1]
+    lw = int(lapack.dormqr(b"L", b"N", a, tau, Z[1:, :], -1)[1][0])
+    ref, _, _ = lapack.dormqr(b"L", b"N", a, tau, Z[1:, :].copy(order="F"), lw)
+    assert np.array_equal(ref, got[1:, :])
+
+
 def test_fallback_without_capsules_gives_the_same_numbers(monkeypatch):
     A, _ = _gram((120, 60), 5)
     red = gram_reduce(A)

@@ -209,17 +209,18 @@ def dstemr_index(d: np.ndarray, e: np.ndarray, il: int, iu: int) -> tuple[np.nda
 UNBLOCKED_BELOW = 32
 
 
-def dormqr_left(reflectors: np.ndarray, tau: np.ndarray, Z: np.ndarray) -> int:
+def dormqr_left(reflectors: np.ndarray, tau: np.ndarray, Z: np.ndarray, *, blocked: bool | None = None) -> int:
     """Z[1:, :] ← Q·Z[1:, :] in place, Q the ``dsytrd`` (lower) reflectors: the back-transform of ``dormtr``.
 
-    With fewer than :data:`UNBLOCKED_BELOW` vectors the workspace is the minimum (one entry per vector), which
-    makes ``dormqr`` apply the reflectors one by one (its ``dorm2r`` path); otherwise the optimal workspace
-    (blocked). The numbers differ from one choice to the other by rounding only, and each is reproducible.
+    Unblocked, the workspace is the minimum (one entry per vector), which makes ``dormqr`` apply the reflectors
+    one by one (its ``dorm2r`` path); blocked, the optimal workspace. The numbers differ from one choice to the
+    other by rounding only, and each is reproducible.
 
     Args:
         reflectors: the n × n Fortran-ordered ``dsytrd`` output (the vectors lie below the subdiagonal).
         tau: its n − 1 scalars.
         Z: n × m eigenvectors of the tridiagonal matrix, Fortran order (overwritten).
+        blocked: LAPACK's blocked code or not; ``None`` (default): blocked from :data:`UNBLOCKED_BELOW` vectors.
 
     Returns:
         LAPACK's ``info``.
@@ -228,22 +229,24 @@ def dormqr_left(reflectors: np.ndarray, tau: np.ndarray, Z: np.ndarray) -> int:
     f = _routine("dormqr")
     if n < 2:
         return 0
+    if blocked is None:
+        blocked = m >= UNBLOCKED_BELOW
     if f is None or not (reflectors.flags.f_contiguous and Z.flags.f_contiguous):
         from scipy.linalg import lapack
 
         a = reflectors[1:, : n - 1]
-        lwork = max(1, m) if m < UNBLOCKED_BELOW else int(lapack.dormqr(b"L", b"N", a, tau, Z[1:, :], -1)[1][0])
+        lwork = int(lapack.dormqr(b"L", b"N", a, tau, Z[1:, :], -1)[1][0]) if blocked else m
         Zq, _, info = lapack.dormqr(b"L", b"N", a, tau, Z[1:, :], max(1, lwork), overwrite_c=1)
         Z[1:, :] = Zq
         return int(info)
     k = n - 1
     info = ctypes.c_int(0)
     args = (_i(k), _i(m), _i(k), _p(reflectors, 1), _i(n), _p(tau), _p(Z, 1), _i(n))
-    if m < UNBLOCKED_BELOW:
-        work = np.empty(max(1, m))
-    else:
+    lwork = m
+    if blocked:
         query = np.empty(1)
         f(b"L", b"N", *args, _p(query), _i(-1), ctypes.byref(info))
-        work = np.empty(max(1, int(query[0])))
+        lwork = int(query[0])
+    work = np.empty(max(1, lwork))
     f(b"L", b"N", *args, _p(work), _i(work.size), ctypes.byref(info))
     return int(info.value)

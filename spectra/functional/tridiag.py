@@ -167,15 +167,38 @@ def _bisect(red: GramReduction, lo: int, hi: int) -> tuple[np.ndarray, np.ndarra
     return w[:m], iblock, isplit
 
 
+def _inverse_iteration(red: GramReduction, lo: int, hi: int, eigvals: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs ``lo..hi`` of the tridiagonal matrix (unscaled values ascending, vectors before the
+    back-transform) by inverse iteration (``dstein``) on ``eigvals[lo..hi]`` (every eigenvalue of AᵀA, for an
+    unreduced matrix) or, without them, on bisected values (``dstebz``).
+
+    Raises:
+        numpy.linalg.LinAlgError: bisection or inverse iteration failed.
+    """
+    n = red.n
+    if eigvals is not None:
+        w = np.ascontiguousarray(eigvals[lo : hi + 1]) / red.scale
+        iblock = np.ones(n, dtype=np.int32)
+        isplit = np.zeros(n, dtype=np.int32)
+        isplit[0] = n
+    else:
+        w, iblock, isplit = _bisect(red, lo, hi)
+    Z, info = _lapack.dstein(red.d, red.e, w, iblock, isplit)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dstein failed to converge for {info} eigenvector(s)")
+    order = np.argsort(w, kind="stable")
+    return w[order], np.asfortranarray(Z[:, order])
+
+
 def reduction_eigh_range(
     red: GramReduction, lo: int, hi: int, eigvals: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Eigenpairs ``lo..hi`` (0-based, inclusive, ascending order) of AᵀA from the reduction.
 
-    The eigenpairs of the tridiagonal matrix come from MRRR (``dstemr``: 1.4-1.6x faster than bisection and
-    inverse iteration for 10 pairs at n = 256 and 500, ``benchmarks/bench_kernels.py``), or, when
-    ``dstemr`` fails, from bisection (``dstebz``) and inverse iteration (``dstein``); then the
-    back-transform by the
+    The eigenpairs of the tridiagonal matrix come from MRRR (``dstemr``: 1.3-1.6x faster than bisection and
+    inverse iteration for 10 pairs at n = 256 to 1024, ``benchmarks/bench_kernels.py``), or, when ``dstemr``
+    fails, from bisection (``dstebz``) and inverse iteration (``dstein``); then the back-transform by the
     ``dsytrd`` reflectors (``dormqr`` on the lower part, i.e. ``dormtr``). When every eigenvalue is already
     known (``eigvals``, from :func:`reduction_eigvalsh`) and the tridiagonal matrix does not split, only inverse
     iteration runs: it needs eigenvalues accurate to eps·‖T‖, which ``dsterf``'s are.
@@ -198,23 +221,12 @@ def reduction_eigh_range(
         raise ValueError(f"eigenpair range {lo}..{hi} is outside 0..{n - 1}")
     if n == 1:
         return red.d * red.scale, np.ones((1, 1))
-    known = eigvals is not None and eigvals.shape == (n,) and _unreduced(red)
-    # MRRR (values ascending), unless the values are known; inverse iteration on the known or bisected values
-    w, Z, info = (None, None, 1) if known else _lapack.dstemr_index(red.d, red.e, lo + 1, hi + 1)
-    if info != 0:
-        if known:
-            w = np.ascontiguousarray(eigvals[lo : hi + 1]) / red.scale
-            iblock = np.ones(n, dtype=np.int32)
-            isplit = np.zeros(n, dtype=np.int32)
-            isplit[0] = n
-        else:
-            w, iblock, isplit = _bisect(red, lo, hi)
-        m = w.size
-        Z, info = _lapack.dstein(red.d, red.e, w[:m], iblock, isplit)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"dstein failed to converge for {info} eigenvector(s)")
-        order = np.argsort(w[:m], kind="stable")
-        w, Z = w[:m][order], np.asfortranarray(Z[:, order])
+    if eigvals is not None and eigvals.shape == (n,) and _unreduced(red):  # inverse iteration is cheaper then
+        w, Z = _inverse_iteration(red, lo, hi, eigvals)
+    else:
+        w, Z, info = _lapack.dstemr_index(red.d, red.e, lo + 1, hi + 1)
+        if info != 0:  # MRRR failed: bisection
+            w, Z = _inverse_iteration(red, lo, hi, None)
     info = _lapack.dormqr_left(red.reflectors, red.tau, Z)
     if info != 0:
         raise np.linalg.LinAlgError(f"dormqr failed (info={info})")
