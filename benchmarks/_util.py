@@ -30,6 +30,9 @@ def _version(mod: str) -> str:
     return str(getattr(m, "__version__", "?"))
 
 
+_THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def environment(packages: Sequence[str] = ("numpy", "scipy", "torch")) -> dict[str, Any]:
     """Machine load, thread counts and package versions, as a flat dict."""
     env: dict[str, Any] = {
@@ -54,6 +57,10 @@ def environment(packages: Sequence[str] = ("numpy", "scipy", "torch")) -> dict[s
         env["torch_threads"] = torch.get_num_threads()
     except ImportError:
         pass
+    # thread settings read when the libraries load (they change how idle OpenMP/BLAS workers wait)
+    for var in _THREAD_ENV:
+        if os.environ.get(var):
+            env[var] = os.environ[var]
     for p in packages:
         env[p] = _version(p)
     return env
