@@ -85,3 +85,37 @@ def test_attaching_loads_the_linear_algebra_so_the_first_due_step_does_not_pay_f
     assert not before and after
     assert any("scipy" in path for path in libs), libs  # SciPy's own OpenBLAS is among the limited libraries
     assert off_is_none
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_detach_stops_the_decomposition_threads_and_attach_starts_them_again(background):
+    import threading
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 60), nn.Tanh(), nn.Linear(60, 30))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x = torch.randn(64, 40)
+
+    def steps(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+
+    def pool_threads() -> list:
+        return [t for t in threading.enumerate() if t.name.startswith("spectra-decompose")]
+
+    mon = spectra.SpectraMonitor(model, opt, every=2, decompose_threads=2, background=background,
+                                 warn_overhead=None)
+    steps(2)
+    before = len(mon.to_pandas())  # flushes the background queue
+    assert mon._pipeline._pool is not None and pool_threads()
+    mon.detach()
+    assert mon._pipeline._pool is None and not pool_threads()  # a detached monitor holds no threads
+    mon.attach()
+    steps(2)
+    df = mon.to_pandas()
+    assert mon._pipeline._pool is not None and len(df) > before
+    assert set(df[df.step == 4].status) == {"ok"}
+    mon.detach()
+    assert not pool_threads()

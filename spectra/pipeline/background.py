@@ -352,13 +352,15 @@ class StepRunner:
             self.raise_pending()
 
     def close(self, *, raise_errors: bool = True) -> None:
-        """Flush, then stop the worker (a later :meth:`submit` starts a new one). Without ``raise_errors``, the
-        failures still pending are warned about instead (they would never be reported otherwise).
+        """Flush, then stop the worker and the decomposition threads (a later :meth:`submit` starts new ones).
+        Without ``raise_errors``, the failures still pending are warned about instead (they would never be
+        reported otherwise).
 
         Raises:
             BackgroundError: ``raise_errors`` and a failure is pending.
         """
         if not self.background:
+            self.pipeline.close_threads()  # a detached monitor holds no threads; the next due step starts them
             return
         try:
             self.flush(raise_errors=raise_errors)
@@ -369,6 +371,7 @@ class StepRunner:
                 thread, self._thread = self._thread, None
             if thread is not None and thread is not threading.current_thread():
                 thread.join()
+                self.pipeline.close_threads()
             if thread is not threading.current_thread() and self._blas_limit is not None:
                 self._blas_limit.close()
                 self._blas_limit = None

@@ -370,10 +370,13 @@ class Pipeline:
         self.close()
 
     def close(self) -> None:
-        """Release the shard plan's process groups (local, not a collective) and the decomposition threads.
-        Safe to call more than once."""
+        """Release the shard plan's process groups (local, not a collective) and the decomposition threads."""
         if self.plan is not None:
             self.plan.close()
+        self.close_threads()
+
+    def close_threads(self) -> None:
+        """Stop the decomposition threads; the next step that needs them starts new ones. Idempotent."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
