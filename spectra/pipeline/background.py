@@ -369,12 +369,13 @@ class StepRunner:
                 self._stop = True
                 self._cond.notify_all()
                 thread, self._thread = self._thread, None
-            if thread is not None and thread is not threading.current_thread():
-                thread.join()
+            if thread is not threading.current_thread():  # the worker has stopped: nothing uses its threads now
+                if thread is not None:
+                    thread.join()
                 self.pipeline.close_threads()
-            if thread is not threading.current_thread() and self._blas_limit is not None:
-                self._blas_limit.close()
-                self._blas_limit = None
+                if self._blas_limit is not None:
+                    self._blas_limit.close()
+                    self._blas_limit = None
         if not raise_errors:
             with self._cond:
                 pending, self.errors = self.errors, []

@@ -370,7 +370,7 @@ class Pipeline:
         self.close()
 
     def close(self) -> None:
-        """Release the shard plan's process groups (local, not a collective) and the decomposition threads."""
+        """Release the shard plan's process groups (local, not a collective) and the threads; idempotent."""
         if self.plan is not None:
             self.plan.close()
         self.close_threads()
@@ -382,9 +382,8 @@ class Pipeline:
             self._pool = None
 
     def blas(self) -> Any:
-        """The BLAS controller of :func:`~spectra.threads.limit_blas_threads`, found once (~1 ms a scan; the first
-        call also imports SciPy's linear algebra, ~0.13 s: drivers call it when they attach, so that the first due
-        step, which the cost watch times, does not pay it). ``None`` when ``blas_threads`` is ``None``."""
+        """The BLAS controller of :func:`~spectra.threads.limit_blas_threads`, found once (the first call imports
+        SciPy's linear algebra, ~0.13 s: drivers call it at attach, outside the timed first due step), or ``None``."""
         if self._blas_ctl is None and self.settings.blas_threads is not None:
             self._blas_ctl = blas_controller()
         return self._blas_ctl
