@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from time import perf_counter
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
@@ -176,7 +176,7 @@ def run_states(
     hook: Any = None,
     tags: Mapping[str, Any] | None = None,
     profile: Any = None,
-    executor: Executor | None = None,
+    executor: Any = None,
     release: bool = False,
     done: Callable[[int, list[Record]], None] | None = None,
 ) -> list[list[Record]]:
@@ -202,7 +202,8 @@ def run_states(
         profile: an object with ``add(stage, analyzer, layer, view, seconds)`` (e.g.
             :class:`spectra.pipeline.profile.Profile`) that receives the time of each snapshot's decompositions
             (``"decompose"``) and of each analyzer call (``"analyzer"``).
-        executor: a thread pool for the decompositions (``None``: all in this thread).
+        executor: a thread pool for the decompositions (``None``: all in this thread), or a
+            :class:`~spectra.pipeline.torch_team.TorchTeam` (its ``wait`` then runs queued tasks on this thread).
         release: release each snapshot (:meth:`LayerState.release`) as soon as its analyzers ran (and every one
             left when an exception ends the run), so that a step's decompositions never pile up: a driver that
             passes a whole step's snapshots in one call then holds at most LOOKAHEAD + 1 snapshots'
@@ -224,7 +225,7 @@ def run_states(
                     if j not in pending:
                         pending[j] = _start_decompositions(planned, j, executor)
                 for future in pending.pop(i):
-                    future.result()
+                    _wait(executor, future)
             t1 = perf_counter()
             if profile is not None:
                 profile.add("decompose", "", st.layer, st.view, t1 - t0)
@@ -243,15 +244,25 @@ def run_states(
     finally:
         for futures in pending.values():  # an exception ended the run: let the started tasks finish first
             for future in futures:
-                future.result()
+                _wait(executor, future)
         if release:
             for st in states[len(out):]:
                 st.release()
     return out
 
 
+def _wait(executor: Any, future: Future) -> None:
+    """Wait for a decomposition task; an executor whose threads include this one's (a
+    :class:`~spectra.pipeline.torch_team.TorchTeam`) has this thread run queued tasks meanwhile."""
+    wait = getattr(executor, "wait", None)
+    if wait is not None:
+        wait(future)
+    else:
+        future.result()
+
+
 def _start_decompositions(planned: Sequence[tuple[LayerState, list[Analyzer]]], i: int,
-                          executor: Executor | None) -> list[Future]:
+                          executor: Any) -> list[Future]:
     """Plan snapshot ``i``'s decompositions and start them (one task per matrix); without an executor run them
     now. Returns the futures to wait for (empty when they ran here or ``i`` is past the end)."""
     if i >= len(planned):

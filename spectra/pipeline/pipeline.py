@@ -21,7 +21,6 @@ distributed module.
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 from typing import Any, Sequence
 
@@ -33,12 +32,13 @@ from ..snapshot import LayerState
 from ..table.schema import Record
 from ..threads import blas_controller, limit_blas_threads
 from .capture import Copies, layer_states
+from .decomposers import Decomposers
 from .deltas import DELTA, BaseMissing, BaseWeights, analyze_with_base, skipped_record
 from .engine import ErrorPolicy, resolve_analyzers, run_analyzers, run_states
 from .option_checks import check_layer_rules_of
 from .profile import Profile
 from .settings import Settings
-from .worker_threads import auto_decompose_threads, torch_threads_of_caller
+from .worker_threads import torch_threads_of_caller
 
 __all__ = ["Pipeline"]
 
@@ -63,10 +63,10 @@ class Pipeline:
         self.target = target
         self.policy = ErrorPolicy(settings.on_error)
         self.profile = Profile()
-        self._pool: ThreadPoolExecutor | None = None
         self._blas_ctl: Any = None  # threadpoolctl controller (blas())
         # the creating (training) thread's, read before any worker pins its own
-        self._torch_threads = torch_threads_of_caller()
+        self.decomposers = Decomposers(settings.decompose_threads, background=settings.background,
+                                       torch_threads=torch_threads_of_caller())
         self.pm = settings.plugin_manager or get_plugin_manager(
             plugins=settings.plugins, builtin_options={"spectra.layers": dict(settings.layer_rules)}
         )
@@ -270,8 +270,9 @@ class Pipeline:
             if i + 1 == len(flat) or owner[i + 1] != owner[i]:  # the entry's last snapshot
                 emit_upto(owner[i] + 1)
 
-        run_states(flat, due, run=self.settings.run, policy=self.policy, hook=self.pm.hook, tags=self.settings.tags,
-                   profile=self.profile, executor=self._decompose_pool(), release=True, done=done)
+        self.decomposers.run(lambda executor: run_states(
+            flat, due, run=self.settings.run, policy=self.policy, hook=self.pm.hook, tags=self.settings.tags,
+            profile=self.profile, executor=executor, release=True, done=done))
         emit_upto(len(local))
 
     def _snapshots(self, entry: Any, step: int, item: Any) -> tuple[list[LayerState], list[Record]]:
@@ -296,8 +297,9 @@ class Pipeline:
             return base_rows + failed
 
         def run(sts: Sequence[LayerState], analyzers: Sequence[Any]) -> list[Record]:
-            return run_analyzers(sts, analyzers, run=self.settings.run, policy=self.policy, hook=self.pm.hook,
-                                 tags=self.settings.tags, profile=self.profile, executor=self._decompose_pool())
+            return self.decomposers.run(lambda executor: run_analyzers(
+                sts, analyzers, run=self.settings.run, policy=self.policy, hook=self.pm.hook,
+                tags=self.settings.tags, profile=self.profile, executor=executor))
 
         try:
             return analyze_with_base(states, due, run) + base_rows
@@ -377,9 +379,7 @@ class Pipeline:
 
     def close_threads(self) -> None:
         """Stop the decomposition threads; the next step that needs them starts new ones. Idempotent."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self.decomposers.close()
 
     def blas(self) -> Any:
         """The BLAS controller of :func:`~spectra.threads.limit_blas_threads`, found once (the first call imports
@@ -387,15 +387,3 @@ class Pipeline:
         if self._blas_ctl is None and self.settings.blas_threads is not None:
             self._blas_ctl = blas_controller()
         return self._blas_ctl
-
-    def _decompose_pool(self) -> ThreadPoolExecutor | None:
-        """The threads that decompose a step's matrices (``Settings.decompose_threads``), made on first use;
-        ``None`` for one thread."""
-        n = self.settings.decompose_threads
-        if n is None:
-            n = auto_decompose_threads(background=self.settings.background, torch_threads=self._torch_threads)
-        if n < 2:
-            return None
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(n, thread_name_prefix="spectra-decompose")
-        return self._pool
