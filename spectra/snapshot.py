@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -210,6 +211,9 @@ class LayerState:
         unknown = set(self.tensors) - set(MATRIX_KINDS)
         if unknown:
             raise ValueError(f"unknown matrix kind(s) {sorted(unknown)}; allowed: {', '.join(MATRIX_KINDS)}")
+        # one lock per kind: a kind's decompositions are computed by one thread at a time (a prefetch task
+        # holds it while it runs), so an analyzer that reads a kind another thread is decomposing waits for it
+        object.__setattr__(self, "_locks", {kind: threading.RLock() for kind in MATRIX_KINDS})
         object.__setattr__(self, "_frozen", True)
 
     # ------------------------------------------------------------------ access
@@ -225,9 +229,14 @@ class LayerState:
     def array(self, kind: str = "weight") -> np.ndarray:
         """The matrix as float64 numpy (a stack of slices is flattened to rows × (cols·slices))."""
         key = ("array", kind)
-        if key not in self._cache:
-            self._cache[key] = _flatten_stack(_to_numpy64(self._require(kind)))
-        return self._cache[key]
+        with self._lock(kind):
+            if key not in self._cache:
+                self._cache[key] = _flatten_stack(_to_numpy64(self._require(kind)))
+            return self._cache[key]
+
+    def _lock(self, kind: str) -> Any:
+        """The kind's lock (a fresh one for a kind outside :data:`MATRIX_KINDS`, which ``_require`` refuses)."""
+        return self._locks.get(kind) or threading.RLock()
 
     def shape(self, kind: str = "weight") -> tuple[int, int]:
         """(rows, cols) of the matrix as analysed (after flattening stacks)."""
@@ -249,18 +258,21 @@ class LayerState:
         """The shared decomposer of a kind (of the flattened stack), from
         :func:`~spectra.functional.backend.make_decomposer`."""
         key = ("decomposer", kind)
-        if key not in self._cache:
-            from .functional.backend import make_decomposer
+        with self._lock(kind):
+            return self._cache[key] if key in self._cache else self._make_decomposer(kind)
 
-            strict = self._cache.get(("plan", "strict"), True)
-            t = self._require(kind)
-            # the torch backend reads the tensor where it is; LAPACK (and arrays) the float64 host copy
-            A = _flatten_tensor(t) if self._backend(kind) == "torch" and hasattr(t, "detach") else self.array(kind)
-            self._cache[key] = make_decomposer(
-                A, name="W", strict=strict, backend=self.context.get("backend", "auto"),
-                precision=self.context.get("precision", "fp64"),
-            )
-        return self._cache[key]
+    def _make_decomposer(self, kind: str) -> Any:
+        from .functional.backend import make_decomposer
+
+        strict = self._cache.get(("plan", "strict"), True)
+        t = self._require(kind)
+        # the torch backend reads the tensor where it is; LAPACK (and arrays) the float64 host copy
+        A = _flatten_tensor(t) if self._backend(kind) == "torch" and hasattr(t, "detach") else self.array(kind)
+        dec = self._cache[("decomposer", kind)] = make_decomposer(
+            A, name="W", strict=strict, backend=self.context.get("backend", "auto"),
+            precision=self.context.get("precision", "fp64"),
+        )
+        return dec
 
     def _evals_from_decomposer(self, kind: str) -> bool:
         return len(tuple(self._require(kind).shape)) == 2
@@ -279,33 +291,35 @@ class LayerState:
         """
         tasks = self.prefetch_tasks(requests)
         if compute:
-            for task in tasks:
+            for task in tasks.values():
                 task()
 
-    def prefetch_tasks(self, requests: "DecompositionPlan | Iterable[Request]") -> list[Callable[[], None]]:
-        """Record the plan (as :meth:`prefetch` does) and return one task per matrix kind that computes it.
+    def prefetch_tasks(self, requests: "DecompositionPlan | Iterable[Request]") -> dict[str, Callable[[], None]]:
+        """Record the plan (as :meth:`prefetch` does) and return, by matrix kind, one task that computes it.
 
         Tasks of different kinds share nothing but this snapshot's cache (distinct keys), so they may run in
-        parallel threads (the LAPACK kernels release the GIL); a task never raises: an error surfaces again at
-        the analyzer's own call, as with :meth:`prefetch`.
+        parallel threads (the LAPACK kernels release the GIL); a task holds its kind's lock while it runs, so
+        whoever reads that kind meanwhile waits for it. A task never raises: an error surfaces again at the
+        analyzer's own call, as with :meth:`prefetch`.
         """
         plan = requests if isinstance(requests, DecompositionPlan) else DecompositionPlan(requests)
         self._cache[("plan", "strict")] = plan.strict
         for key, dec in list(self._cache.items()):
             if key[0] == "decomposer":
                 dec.strict = plan.strict
-        tasks: list[Callable[[], None]] = []
-        for kind, (ev, k) in plan.items():
-            if self.has(kind) and (ev or k != 0):
-                tasks.append(functools.partial(self._compute_kind, kind, ev, k))
-        return tasks
+        return {kind: functools.partial(self._compute_kind, kind, ev, k) for kind, (ev, k) in plan.items()
+                if self.has(kind) and (ev or k != 0)}
 
     def _compute_kind(self, kind: str, evals: bool, k: int | None) -> None:
         """One kind's planned decompositions (a :meth:`prefetch_tasks` task): errors are logged, not raised.
 
         The task also makes the kind's decomposer (the float64 host copy and its validation included), so that
-        this work, too, runs in the task's thread.
+        this work, too, runs in the task's thread. It holds the kind's lock throughout.
         """
+        with self._lock(kind):
+            self._compute_locked(kind, evals, k)
+
+    def _compute_locked(self, kind: str, evals: bool, k: int | None) -> None:
         try:
             shared = self._evals_from_decomposer(kind)
             if k != 0 or (evals and shared):
@@ -324,29 +338,33 @@ class LayerState:
     def evals(self, kind: str = "weight") -> np.ndarray:
         """Eigenvalues of the matrix's Gram (pooled over slices, scaled by ``eig_scale``), ascending."""
         key = ("evals", kind)
-        if key not in self._cache:
-            from .functional.esd import esd_from, esd_pooled
+        with self._lock(kind):
+            if key not in self._cache:
+                self._cache[key] = self._eigenvalues(kind)
+            return self._cache[key]
 
-            t = self._require(kind)
-            torch_backend = self._backend(kind) == "torch"
-            if len(tuple(t.shape)) == 3:
-                if torch_backend:  # one batched solve on the device
-                    from .functional.torch_esd import torch_esd_pooled
+    def _eigenvalues(self, kind: str) -> np.ndarray:
+        from .functional.esd import esd_from, esd_pooled
 
-                    lam = torch_esd_pooled(
-                        t, scale=self.eig_scale, normalize=self.normalize, method=self.esd_method,
-                        precision=self.context.get("precision", "fp64"),
-                        strict=self._cache.get(("plan", "strict"), True),
-                    )
-                else:
-                    src = _to_numpy64(t) if getattr(t, "is_cuda", False) else t  # backend="lapack"
-                    lam = esd_pooled(src, scale=self.eig_scale, normalize=self.normalize, method=self.esd_method)
-            else:  # the shared decomposition that the SVDs use too (either backend)
-                lam = esd_from(self._decomposer(kind), normalize=self.normalize, method=self.esd_method)
-                lam = lam * self.eig_scale
-            lam.setflags(write=False)
-            self._cache[key] = lam
-        return self._cache[key]
+        t = self._require(kind)
+        torch_backend = self._backend(kind) == "torch"
+        if len(tuple(t.shape)) == 3:
+            if torch_backend:  # one batched solve on the device
+                from .functional.torch_esd import torch_esd_pooled
+
+                lam = torch_esd_pooled(
+                    t, scale=self.eig_scale, normalize=self.normalize, method=self.esd_method,
+                    precision=self.context.get("precision", "fp64"),
+                    strict=self._cache.get(("plan", "strict"), True),
+                )
+            else:
+                src = _to_numpy64(t) if getattr(t, "is_cuda", False) else t  # backend="lapack"
+                lam = esd_pooled(src, scale=self.eig_scale, normalize=self.normalize, method=self.esd_method)
+        else:  # the shared decomposition that the SVDs use too (either backend)
+            lam = esd_from(self._decomposer(kind), normalize=self.normalize, method=self.esd_method)
+            lam = lam * self.eig_scale
+        lam.setflags(write=False)
+        return lam
 
     def svd(self, kind: str = "weight", k: int | None = None) -> SVD:
         """Top-``k`` singular triplets (all when ``k`` is None), computed once and shared.
@@ -355,6 +373,10 @@ class LayerState:
         A truncated method is used when ``k`` is small relative to min(N, M) (see :data:`SVD_FULL_FRACTION`
         and :mod:`spectra.functional.decompose` for the routes).
         """
+        with self._lock(kind):
+            return self._svd(kind, k)
+
+    def _svd(self, kind: str, k: int | None) -> SVD:
         best = None
         for key, val in list(self._cache.items()):  # a copy: other kinds' tasks may add entries meanwhile
             if key[0] != "svd" or key[1] != kind:
@@ -373,7 +395,8 @@ class LayerState:
     def known_sq_norm(self, kind: str = "weight") -> float | None:
         """‖X‖²_F of a kind if a float64 decomposition of it already formed its Gram matrix (its trace, free);
         ``None`` otherwise (the caller computes it)."""
-        dec = self._cache.get(("decomposer", kind))
+        with self._lock(kind):  # wait for a decomposition of it in flight: the same value whatever the timing
+            dec = self._cache.get(("decomposer", kind))
         known = getattr(dec, "known_fro2", None)  # LAPACK's float64 decomposer only
         return None if known is None else known()
 

@@ -84,7 +84,7 @@ def test_a_synchronous_step_decomposes_on_torchs_threads_and_adds_none(torch_thr
                 ran_on.append(threading.get_native_id())
                 return task()
             return run
-        return [record(t) for t in prefetch(self, plan)]
+        return {kind: record(t) for kind, t in prefetch(self, plan).items()}
 
     monkeypatch.setattr(LayerState, "prefetch_tasks", recording)
     torch.manual_seed(0)

@@ -261,3 +261,69 @@ def test_a_formed_gram_matrix_gives_the_squared_norm_for_free_and_alignment_read
     for kind in ("update", "grad"):
         expected = np.linalg.norm(st_.array(kind)) / np.linalg.norm(st_.array("previous"))
         assert rel[kind] == pytest.approx(expected, rel=1e-13)
+
+
+def test_a_kind_read_while_its_task_runs_elsewhere_waits_for_it_instead_of_decomposing_it_again(rng, monkeypatch):
+    import threading
+
+    W1, W0, dW, G = _mats(rng)
+    st = _state(W1, W0, dW, G)
+    started, calls = threading.Event(), []
+    top_svd_of = dec.Decomposer.top_svd
+
+    def slow(self, k):
+        calls.append(threading.get_native_id())
+        started.set()
+        threading.Event().wait(0.2)  # the task is mid-decomposition when the reader arrives
+        return top_svd_of(self, k)
+
+    monkeypatch.setattr(dec.Decomposer, "top_svd", slow)
+    tasks = st.prefetch_tasks(DecompositionPlan.collect([AlignmentAnalyzer()], st))
+    assert set(tasks) == {"weight", "previous", "update", "grad"}
+    worker = threading.Thread(target=tasks["update"])
+    worker.start()
+    assert started.wait(5)
+    read = st.svd("update", 10)  # blocks on the kind's lock until the task is done, then reads its result
+    worker.join()
+    assert len(calls) == 1 and calls[0] == worker.native_id
+    assert read.S.shape == (10,)
+    np.testing.assert_allclose(read.S, np.linalg.svd(dW, compute_uv=False)[:10], rtol=1e-10)
+
+
+def test_an_analyzer_runs_as_soon_as_the_kinds_it_asked_for_are_decomposed(rng, monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spectra.pipeline.engine import ErrorPolicy, run_states
+
+    W1, W0, dW, G = _mats(rng)
+    st = _state(W1, W0, dW, G)
+    events: list[str] = []
+    prefetch = LayerState.prefetch_tasks
+
+    def recorded(self, plan):
+        def wrap(kind, task):
+            def run():
+                task()
+                if kind != "weight":
+                    threading.Event().wait(0.05)  # the alignment's matrices take a while
+                events.append(f"done {kind}")
+            return run
+        return {kind: wrap(kind, task) for kind, task in prefetch(self, plan).items()}
+
+    esd_analyze = EsdAnalyzer.analyze
+
+    def esd_marked(self, layer):
+        events.append("esd")
+        yield from esd_analyze(self, layer)
+
+    monkeypatch.setattr(LayerState, "prefetch_tasks", recorded)
+    monkeypatch.setattr(EsdAnalyzer, "analyze", esd_marked)
+    analyzers = [EsdAnalyzer(), AlignmentAnalyzer()]
+    with ThreadPoolExecutor(1) as one_thread:  # the tasks run one after the other, in the plan's order
+        rows = run_states([st], analyzers, run="r", policy=ErrorPolicy("raise"), executor=one_thread)[0]
+    assert events[0] == "done weight" and events[1] == "esd"  # not after the three other matrices
+    assert sorted(events[2:]) == ["done grad", "done previous", "done update"]
+    assert [r.analyzer for r in rows] == sorted((r.analyzer for r in rows), key=["esd", "alignment"].index)
+    reference = run_states([_state(W1, W0, dW, G)], analyzers, run="r", policy=ErrorPolicy("raise"))[0]
+    assert [(r.metric, r.index, r.value) for r in rows] == [(r.metric, r.index, r.value) for r in reference]

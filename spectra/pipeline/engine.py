@@ -190,7 +190,9 @@ def run_states(
     (one :class:`~spectra.snapshot.DecompositionPlan` per snapshot). With an ``executor`` (a thread pool), the
     matrices of a snapshot are decomposed in parallel threads (the LAPACK kernels release the GIL), and the next
     :data:`LOOKAHEAD` snapshots' decompositions are queued behind this one's, so they run while this one's
-    analyzers do; the records, their order and their values are the same as without one.
+    analyzers do, and each analyzer runs as soon as the kinds it asked for are decomposed (the ESD's W_t while
+    the alignment's other matrices are still being decomposed); the records, their order and their values are
+    the same as without one.
 
     Args:
         states: the snapshots, in the order their records come out.
@@ -214,28 +216,36 @@ def run_states(
     tags = dict(tags or {})
     out: list[list[Record]] = []
     planned = [(st, [an for an in analyzers if all(st.has(k) for k in runtime_needs(an))]) for st in states]
-    pending: dict[int, list[Future]] = {}  # snapshot -> its decomposition tasks, started ahead of its turn
+    pending: dict[int, dict[str, Future]] = {}  # snapshot -> its decomposition tasks by kind, started ahead
     try:
         for i, (st, runnable) in enumerate(planned):
             t0 = perf_counter()
+            futures: dict[str, Future] = {}
             if executor is None:  # this snapshot's decompositions, here and now
                 _start_decompositions(planned, i, None)
-            else:  # queue the next ones behind it, then wait for this one's (errors surface at the analyzer)
+            else:  # queue the next ones behind it (errors surface at the analyzer)
                 for j in range(i, min(i + 1 + LOOKAHEAD, len(planned))):
                     if j not in pending:
                         pending[j] = _start_decompositions(planned, j, executor)
-                for future in pending.pop(i):
-                    _wait(executor, future)
-            t1 = perf_counter()
-            if profile is not None:
-                profile.add("decompose", "", st.layer, st.view, t1 - t0)
+                futures = pending.pop(i)
+            waited = perf_counter() - t0
             rows: list[Record] = []
-            for an in runnable:
+            timed: list[tuple[str, float]] = []
+            for an in runnable:  # each analyzer as soon as the kinds it asked for are decomposed
+                t1 = perf_counter()
+                for future in _needed(an, st, futures):
+                    _wait(executor, future, futures)
+                t2 = perf_counter()
                 rows.extend(_run_one(st, an, run=run, policy=policy, hook=hook, tags=tags))
-                if profile is not None:
-                    t2 = perf_counter()
-                    profile.add("analyzer", an.name, st.layer, st.view, t2 - t1)
-                    t1 = t2
+                waited += t2 - t1
+                timed.append((an.name, perf_counter() - t2))
+            t3 = perf_counter()
+            for future in futures.values():  # kinds no analyzer asked for by name: done before the release
+                _wait(executor, future, futures)
+            if profile is not None:
+                profile.add("decompose", "", st.layer, st.view, waited + perf_counter() - t3)
+                for name, seconds in timed:
+                    profile.add("analyzer", name, st.layer, st.view, seconds)
             out.append(rows)
             if release:
                 st.release()
@@ -243,38 +253,55 @@ def run_states(
                 done(i, rows)
     finally:
         for futures in pending.values():  # an exception ended the run: let the started tasks finish first
-            for future in futures:
-                _wait(executor, future)
+            for future in futures.values():
+                _wait(executor, future, futures)
         if release:
             for st in states[len(out):]:
                 st.release()
     return out
 
 
-def _wait(executor: Any, future: Future) -> None:
-    """Wait for a decomposition task; an executor whose threads include this one's (a
-    :class:`~spectra.pipeline.torch_team.TorchTeam`) has this thread run queued tasks meanwhile."""
+def _needed(an: Analyzer, st: LayerState, futures: Mapping[str, Future]) -> list[Future]:
+    """The decomposition tasks ``an`` waits for: those of the kinds its ``requests`` name (all of them for an
+    analyzer without the method, or whose method raises). A kind it reads without asking is still safe: the
+    snapshot's per-kind lock makes it wait for that kind's task."""
+    if not futures:
+        return []
+    requests = getattr(an, "requests", None)
+    if requests is None:
+        return list(futures.values())
+    try:
+        kinds = {r.kind for r in requests(st) or ()}
+    except Exception:  # the plan skipped it too; the analyzer reports its own error
+        return list(futures.values())
+    return [future for kind, future in futures.items() if kind in kinds]
+
+
+def _wait(executor: Any, future: Future, among: Mapping[str, Future]) -> None:
+    """Wait for a decomposition task. An executor whose threads include this one (a
+    :class:`~spectra.pipeline.torch_team.TorchTeam`) has this thread run queued tasks meanwhile, the snapshot's
+    own (``among``) first, from the last queued: its other threads take them from the first."""
     wait = getattr(executor, "wait", None)
     if wait is not None:
-        wait(future)
+        wait(future, among=among.values())
     else:
         future.result()
 
 
 def _start_decompositions(planned: Sequence[tuple[LayerState, list[Analyzer]]], i: int,
-                          executor: Any) -> list[Future]:
+                          executor: Any) -> dict[str, Future]:
     """Plan snapshot ``i``'s decompositions and start them (one task per matrix); without an executor run them
-    now. Returns the futures to wait for (empty when they ran here or ``i`` is past the end)."""
+    now. Returns the futures to wait for, by kind (none when they ran here or ``i`` is past the end)."""
     if i >= len(planned):
-        return []
+        return {}
     st, runnable = planned[i]
     # one decomposition per matrix, by the cheapest exact route serving every analyzer (tasks never raise)
     tasks = st.prefetch_tasks(DecompositionPlan.collect(runnable, st))
     if executor is None:
-        for task in tasks:
+        for task in tasks.values():
             task()
-        return []
-    return [executor.submit(task) for task in tasks]
+        return {}
+    return {kind: executor.submit(task) for kind, task in tasks.items()}
 
 
 def _run_one(st: LayerState, an: Analyzer, *, run: str, policy: ErrorPolicy, hook: Any,

@@ -23,7 +23,7 @@ import sys
 import threading
 from concurrent.futures import Future
 from functools import lru_cache
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Container, Iterable, TypeVar
 
 __all__ = ["TorchTeam", "torch_openmp"]
 
@@ -128,21 +128,30 @@ class TorchTeam:
             self._run_one()
         return future
 
-    def wait(self, future: Future) -> Any:
+    def wait(self, future: Future, among: Iterable[Future] = ()) -> Any:
         """``future.result()``, running queued tasks on this thread until ``future`` is done or is running
-        elsewhere."""
-        while not future.done() and self._run_one():
+        elsewhere: the last queued of ``among`` first (the other members take tasks from the front: the caller
+        and they then meet in the middle, and the first, largest task is theirs), then any, from the front."""
+        prefer = set(among)
+        while not future.done() and self._run_one(prefer):
             pass
         return future.result()
 
     def shutdown(self, wait: bool = True) -> None:
         """Nothing to stop: the threads are torch's (kept for the pool's interface)."""
 
-    def _run_one(self) -> bool:
+    def _run_one(self, prefer: Container[Future] = ()) -> bool:
+        """Run one queued task here: the last queued of ``prefer``, else the first; ``False`` if none is queued."""
         with self._cv:
             if not self._queue:
                 return False
-            fn, future = self._queue.popleft()
+            for index in range(len(self._queue) - 1, -1, -1):
+                if self._queue[index][1] in prefer:
+                    fn, future = self._queue[index]
+                    del self._queue[index]
+                    break
+            else:
+                fn, future = self._queue.popleft()
         _settle(fn, future)
         return True
 
