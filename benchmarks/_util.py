@@ -33,6 +33,18 @@ def _version(mod: str) -> str:
 _THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``), or ``None``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
 def environment(packages: Sequence[str] = ("numpy", "scipy", "torch")) -> dict[str, Any]:
     """Machine load, thread counts and package versions, as a flat dict."""
     env: dict[str, Any] = {
@@ -41,6 +53,9 @@ def environment(packages: Sequence[str] = ("numpy", "scipy", "torch")) -> dict[s
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": os.cpu_count(),
     }
+    model = _cpu_model()
+    if model:  # the hosts differ from one run to the next: the ratios between torch and LAPACK with them
+        env["cpu"] = model
     try:
         env["loadavg_1_5_15"] = tuple(round(v, 2) for v in os.getloadavg())
     except OSError:  # pragma: no cover - not on every platform

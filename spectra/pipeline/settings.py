@@ -88,7 +88,8 @@ class Settings:
         decompose_threads: threads that decompose a due step's matrices in parallel (W_{t−1}, W_t, ΔW, G of a
             view, and the next view's while this one's analyzers run; the LAPACK kernels release the GIL);
             results are identical for any value. ``None`` (the monitor's default): up to 4, one per core, in
-            the synchronous mode, where training waits anyway; with ``background=True`` the cores torch's
+            the synchronous mode, where training waits anyway (torch's own OpenMP threads when there are as
+            many: :mod:`spectra.pipeline.decomposers`); with ``background=True`` the cores torch's
             threads leave free (at least one), or all of them when none is free (the worker runs at the
             lowest priority: :func:`spectra.pipeline.worker_threads.auto_decompose_threads`).
         progress: show a progress bar over layers (``None``: on a terminal when there are many).
