@@ -35,6 +35,22 @@ def _train(**options) -> tuple[pd.DataFrame, Any]:
     return df, decomposers
 
 
+def _two_layers(d: int, h: int, out: int, *, batch: int) -> tuple[nn.Module, Any, Any]:
+    """A seeded two-layer net, its Adam, and ``steps(n)``: n training steps on one fixed batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, out))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x = torch.randn(batch, d)
+
+    def steps(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+
+    return model, opt, steps
+
+
 @pytest.fixture
 def torch_threads():
     """torch at two intra-op threads for the test (a team to share), put back afterwards."""
@@ -87,16 +103,7 @@ def test_a_synchronous_step_decomposes_on_torchs_threads_and_adds_none(torch_thr
         return {kind: record(t) for kind, t in prefetch(self, plan).items()}
 
     monkeypatch.setattr(LayerState, "prefetch_tasks", recording)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(200, 150), nn.Tanh(), nn.Linear(150, 100))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x = torch.randn(256, 200)
-
-    def steps(n: int) -> None:
-        for _ in range(n):
-            opt.zero_grad()
-            model(x).pow(2).mean().backward()
-            opt.step()
+    model, opt, steps = _two_layers(200, 150, 100, batch=256)
 
     steps(2)  # torch's team exists now
     from spectra.schedules import every
@@ -208,16 +215,7 @@ def test_attaching_loads_the_linear_algebra_so_the_first_due_step_does_not_pay_f
 @pytest.mark.parametrize("background", [False, True])
 def test_detach_stops_the_decomposition_threads_and_attach_starts_them_again(background, monkeypatch):
     _no_team(monkeypatch)  # the pool's threads (torch's own team has none of spectra's to stop)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(40, 60), nn.Tanh(), nn.Linear(60, 30))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x = torch.randn(64, 40)
-
-    def steps(n: int) -> None:
-        for _ in range(n):
-            opt.zero_grad()
-            model(x).pow(2).mean().backward()
-            opt.step()
+    model, opt, steps = _two_layers(40, 60, 30, batch=64)
 
     def pool_threads() -> list:
         return [t for t in threading.enumerate() if t.name.startswith("spectra-decompose")]
