@@ -55,10 +55,8 @@ class Decomposers:
             self._team = TorchTeam(lib, self.threads)
         return self._team
 
-    def executor(self) -> ThreadPoolExecutor | None:
-        """The thread pool (started on first use), or ``None`` for one thread."""
-        if self.threads < 2:
-            return None
+    def executor(self) -> ThreadPoolExecutor:
+        """The thread pool (started on first use; :meth:`run` asks for it only with two threads or more)."""
         if self.pool is None:
             self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="spectra-decompose")
         return self.pool

@@ -216,24 +216,24 @@ def run_states(
     tags = dict(tags or {})
     out: list[list[Record]] = []
     planned = [(st, [an for an in analyzers if all(st.has(k) for k in runtime_needs(an))]) for st in states]
-    pending: dict[int, dict[str, Future]] = {}  # snapshot -> its decomposition tasks by kind, started ahead
+    # snapshot -> its decomposition tasks by kind (started ahead of its turn) and the kinds each analyzer asked for
+    pending: dict[int, tuple[dict[str, Future], Mapping[str, frozenset[str] | None]]] = {}
     try:
         for i, (st, runnable) in enumerate(planned):
             t0 = perf_counter()
-            futures: dict[str, Future] = {}
             if executor is None:  # this snapshot's decompositions, here and now
-                _start_decompositions(planned, i, None)
+                futures, asked = _start_decompositions(planned, i, None)
             else:  # queue the next ones behind it (errors surface at the analyzer)
                 for j in range(i, min(i + 1 + LOOKAHEAD, len(planned))):
                     if j not in pending:
                         pending[j] = _start_decompositions(planned, j, executor)
-                futures = pending.pop(i)
+                futures, asked = pending.pop(i)
             waited = perf_counter() - t0
             rows: list[Record] = []
             timed: list[tuple[str, float]] = []
             for an in runnable:  # each analyzer as soon as the kinds it asked for are decomposed
                 t1 = perf_counter()
-                for future in _needed(an, st, futures):
+                for future in _needed(an, asked, futures):
                     _wait(executor, future, futures)
                 t2 = perf_counter()
                 rows.extend(_run_one(st, an, run=run, policy=policy, hook=hook, tags=tags))
@@ -252,7 +252,7 @@ def run_states(
             if done is not None:
                 done(i, rows)
     finally:
-        for futures in pending.values():  # an exception ended the run: let the started tasks finish first
+        for futures, _ in pending.values():  # an exception ended the run: let the started tasks finish first
             for future in futures.values():
                 _wait(executor, future, futures)
         if release:
@@ -261,20 +261,14 @@ def run_states(
     return out
 
 
-def _needed(an: Analyzer, st: LayerState, futures: Mapping[str, Future]) -> list[Future]:
-    """The decomposition tasks ``an`` waits for: those of the kinds its ``requests`` name (all of them for an
-    analyzer without the method, or whose method raises). A kind it reads without asking is still safe: the
-    snapshot's per-kind lock makes it wait for that kind's task."""
-    if not futures:
-        return []
-    requests = getattr(an, "requests", None)
-    if requests is None:
-        return list(futures.values())
-    try:
-        kinds = {r.kind for r in requests(st) or ()}
-    except Exception:  # the plan skipped it too; the analyzer reports its own error
-        return list(futures.values())
-    return [future for kind, future in futures.items() if kind in kinds]
+def _needed(an: Analyzer, asked: Mapping[str, frozenset[str] | None], futures: Mapping[str, Future]
+            ) -> list[Future]:
+    """The decomposition tasks ``an`` waits for: those of the kinds its ``requests`` named when the plan was
+    made (:attr:`DecompositionPlan.asked`; all of them for an analyzer without the method, or whose method
+    raised). A kind it reads without asking is still safe: the snapshot's per-kind lock makes it wait for that
+    kind's task."""
+    kinds = asked.get(an.name)
+    return [future for kind, future in futures.items() if kinds is None or kind in kinds]
 
 
 def _wait(executor: Any, future: Future, among: Mapping[str, Future]) -> None:
@@ -289,19 +283,21 @@ def _wait(executor: Any, future: Future, among: Mapping[str, Future]) -> None:
 
 
 def _start_decompositions(planned: Sequence[tuple[LayerState, list[Analyzer]]], i: int,
-                          executor: Any) -> dict[str, Future]:
+                          executor: Any) -> tuple[dict[str, Future], Mapping[str, frozenset[str] | None]]:
     """Plan snapshot ``i``'s decompositions and start them (one task per matrix); without an executor run them
-    now. Returns the futures to wait for, by kind (none when they ran here or ``i`` is past the end)."""
+    now. Returns the futures to wait for, by kind (none when they ran here or ``i`` is past the end), and the
+    kinds each analyzer asked for."""
     if i >= len(planned):
-        return {}
+        return {}, {}
     st, runnable = planned[i]
     # one decomposition per matrix, by the cheapest exact route serving every analyzer (tasks never raise)
-    tasks = st.prefetch_tasks(DecompositionPlan.collect(runnable, st))
+    plan = DecompositionPlan.collect(runnable, st)
+    tasks = st.prefetch_tasks(plan)
     if executor is None:
         for task in tasks.values():
             task()
-        return {}
-    return {kind: executor.submit(task) for kind, task in tasks.items()}
+        return {}, plan.asked
+    return {kind: executor.submit(task) for kind, task in tasks.items()}, plan.asked
 
 
 def _run_one(st: LayerState, an: Analyzer, *, run: str, policy: ErrorPolicy, hook: Any,

@@ -137,9 +137,6 @@ class TorchTeam:
             pass
         return future.result()
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Nothing to stop: the threads are torch's (kept for the pool's interface)."""
-
     def _run_one(self, prefer: Container[Future] = ()) -> bool:
         """Run one queued task here: the last queued of ``prefer``, else the first; ``False`` if none is queued."""
         with self._cv:
