@@ -11,9 +11,11 @@ Modes: ``none`` (no monitor), ``nothing_due`` (a monitor whose schedule never fi
 ``background`` at every=10 and every=50 (the default analyzers esd, tail, alignment; the schedule starts at
 step ``every``, so no step 0 analysis falls inside the timed loop). A timed run is the training loop plus
 ``detach()`` (which waits for the background analysis still queued), so background analysis is never free by
-omission. Modes are interleaved within each round; the table holds medians over rounds, per training step.
-The paper net also measures the background worker's BLAS threads (``blas_threads`` 1 and 2, at both torch
-thread counts): the default comes from these rows.
+omission. ``background`` is ``background=True``: the worker when it has a core of its own, else the training
+thread; ``always10`` is ``background="always"`` (the worker in every case; on the transformer too), so the
+rule can be checked against what the worker would cost. Modes are interleaved within each round; the table
+holds medians over rounds, per training step. The paper net also measures the worker's BLAS threads
+(``always10`` at ``blas_threads`` 1 and 2, at both torch thread counts): the default comes from these rows.
 
 ``--memory`` runs the paper net for 1,000 monitored steps at every=10 with ``log_dir`` (sync and background, each
 in a fresh process) and samples the RSS every 50 steps: steady = median after step 200, growth = step 1000 minus
@@ -117,8 +119,9 @@ def monitor_options(mode: str) -> dict[str, Any] | None:
         return None
     if mode == "nothing_due":
         return {"schedule": [10**9]}
-    kind, n = re.fullmatch(r"(sync|background)(\d+)", mode).groups()
-    return {"schedule": every_schedule(int(n), start=int(n)), "background": kind == "background"}
+    kind, n = re.fullmatch(r"(sync|background|always)(\d+)", mode).groups()
+    background = {"sync": False, "background": True, "always": "always"}[kind]
+    return {"schedule": every_schedule(int(n), start=int(n)), "background": background}
 
 
 def one_run(model_name: str, mode: str, steps: int, blas_threads: int = 1) -> dict[str, Any]:
@@ -145,7 +148,7 @@ def one_run(model_name: str, mode: str, steps: int, blas_threads: int = 1) -> di
         # the machine's hiccups then weigh on the baseline as they weigh on the run, where the median ignores them
         settled = [marks[i] - marks[i - 1] for i in range(1, steps + 1) if i % every_n > 1]
         out["within_run_mean"] = dt / (steps * statistics.fmean(settled)) - 1
-    if mon is not None and mode.startswith(("sync", "background")):
+    if mon is not None and mode.startswith(("sync", "background", "always")):
         df = mon.to_pandas()
         due = df[df.step > 0]
         if len(due):
@@ -155,6 +158,9 @@ def one_run(model_name: str, mode: str, steps: int, blas_threads: int = 1) -> di
         if prof.attrs["due_steps"]:
             work = prof[~prof.stage.isin(["queue_wait"])]
             out["analysis_s_per_due"] = float(work["seconds"].sum()) / prof.attrs["due_steps"]
+        if "steps_in_worker" in prof.attrs:  # background: which thread analyzed the due steps
+            in_worker, in_training = prof.attrs["steps_in_worker"], prof.attrs["steps_in_training"]
+            out["analyzed_in"] = "worker" if not in_training else "training" if not in_worker else "both"
     return out
 
 
@@ -189,6 +195,9 @@ def bench_model(model_name: str, *, steps_for: Callable[[str], int], rounds: int
             vals = [r[key] for r in results if key in r]
             if vals:
                 row[key] = round(statistics.median(vals), 4)
+        where = sorted({r["analyzed_in"] for r in results if "analyzed_in" in r})
+        if where:
+            row["analyzed_in"] = "/".join(where)
         rows.append(row)
     return rows
 
@@ -261,10 +270,10 @@ def main(argv: list[str] | None = None) -> None:
         def paper_steps_for(mode: str) -> int:
             return paper_steps
 
-        blas2 = (("background10", 2),)
+        always = (("always10", 1), ("always10", 2))  # the worker, whether or not it has a core of its own
         for threads in (None, 1):  # default threads (both cores busy) and one (a free core for the worker)
             rows += bench_model("paper", steps_for=paper_steps_for, rounds=rounds, torch_threads=threads,
-                                extra=blas2)
+                                extra=always)
     if "transformer" in models:
 
         def lm_steps_for(mode: str) -> int:  # every=50 needs 50 steps; the rest are normalised per step
@@ -273,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
             return 100
 
         rows += bench_model("transformer", steps_for=lm_steps_for, rounds=1 if args.quick else rounds,
-                            torch_threads=None)
+                            torch_threads=None, extra=(("always10", 1),))
     if args.memory:
         rows += bench_memory(args.memory_steps)
     try:
@@ -297,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         "by about the gap between the plain steps' mean and median (3-4% measured on the transformer)",
         "blas_threads: the analysis's OpenBLAS threads (and the background worker's torch intra-op threads); "
         "torch_threads: torch.get_num_threads() of the training loop",
+        "modes: syncN = background=False, backgroundN = background=True (the worker when it has a core of its "
+        "own, else the training thread), alwaysN = background='always' (the worker in every case), every N "
+        "steps; analyzed_in: the thread that analyzed the due steps (profile().attrs)",
         "rows_per_view: median rows per (step, layer, view) on due steps; analysis_s_per_due: the pipeline's "
         "seconds per due step from monitor.profile() (capture, handoff, snapshots, decompositions, analyzers, "
         "sinks)",

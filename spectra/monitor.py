@@ -62,7 +62,8 @@ class SpectraMonitor:
             ``log_dir``, ``keep_in_memory``, ``tags``, ``run``, ``plugins``, ``plugin_manager``,
             ``blas_threads`` (default 1: multi-threaded LAPACK right after a training step, while torch's
             OpenMP workers still spin, was measured ~30x slower), ``distributed``, ``background`` (analyze in
-            a worker thread), ``background_queue`` and ``warn_overhead`` (default 0.5: warn above 50% overhead).
+            a worker thread when it has a core of its own; ``"always"``: every step), ``background_queue``
+            and ``warn_overhead`` (default 0.5: warn above 50% overhead).
 
     Raises:
         TypeError: ``optimizer`` is not a ``torch.optim.Optimizer`` or ``model`` not an ``nn.Module``; an
@@ -263,9 +264,16 @@ class SpectraMonitor:
 
     def profile(self):
         """Where the analysis time went: seconds and counts per stage, analyzer or sink, layer and view, summed
-        over the due steps so far (a ``pandas.DataFrame``, slowest first; :mod:`spectra.pipeline.profile`)."""
-        self._runner.flush()
-        return self._pipeline.profile.to_pandas(background=self.settings.background)
+        over the due steps so far (a ``pandas.DataFrame``, slowest first; :mod:`spectra.pipeline.profile`).
+
+        With ``background`` set, ``attrs["steps_in_worker"]`` and ``attrs["steps_in_training"]`` count the due
+        steps the worker analyzed and those analyzed in the training thread (no core free for the worker)."""
+        runner = self._runner
+        runner.flush()
+        df = self._pipeline.profile.to_pandas(background=runner.steps_in_worker > 0)
+        if runner.background:  # which due steps the worker analyzed, and which the training thread did
+            df.attrs.update(steps_in_worker=runner.steps_in_worker, steps_in_training=runner.steps_in_training)
+        return df
 
     def to_pandas(self):
         """The tidy table (see :class:`~spectra.Results`)."""

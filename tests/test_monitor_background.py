@@ -1,5 +1,7 @@
-"""SpectraMonitor(background=True): the analysis in one worker thread, with results identical to the synchronous
-mode's, bounded queue, flush points, error propagation, dead workers and thread settings.
+"""SpectraMonitor(background="always"): the analysis in one worker thread, with results identical to the
+synchronous mode's, bounded queue, flush points, error propagation, dead workers and thread settings.
+(``background=True``, which analyzes in the training thread when no core is free for the worker, is
+tests/test_background_where.py's.)
 
 No test here asserts a time. Where a test needs the worker to be slow (to prove that a snapshot is frozen, that
 the queue blocks, that a flush waits), the analyzer waits on an event the test sets, or sleeps briefly and the
@@ -110,7 +112,7 @@ def _seeded_run(background, tmp_path=None, *, grow=False, on_error="warn"):
 @pytest.mark.parametrize("grow", [False, True], ids=["fixed-layers", "add_param_group"])
 def test_background_table_sinks_and_warnings_match_the_synchronous_run(grow):
     sync_df, sync_calls, sync_msgs, _, _ = _seeded_run(False, grow=grow)
-    bg_df, bg_calls, bg_msgs, _, mon = _seeded_run(True, grow=grow)
+    bg_df, bg_calls, bg_msgs, _, mon = _seeded_run("always", grow=grow)
     pd.testing.assert_frame_equal(_frame(bg_df), _frame(sync_df))
     assert bg_calls == sync_calls  # the sinks saw the same batches in the same order
     assert bg_msgs == sync_msgs and sync_msgs  # the same warnings, from the worker thread
@@ -119,12 +121,12 @@ def test_background_table_sinks_and_warnings_match_the_synchronous_run(grow):
     assert not _workers(), "detach stops the worker"
     if grow:  # layer "2" joined the optimizer before step 5: analyzed at step 0 (weights) and from step 6 on
         assert sorted(bg_df[bg_df.layer == "2"]["step"].unique()) == [0, 6, 8]
-    assert mon.settings.background is True
+    assert mon.settings.background == "always" and mon._runner.steps_in_worker == 5
 
 
 def test_background_log_dir_holds_the_same_run(tmp_path):
     sync_df, _, _, sync_disk, _ = _seeded_run(False, tmp_path)
-    bg_df, _, _, bg_disk, _ = _seeded_run(True, tmp_path)
+    bg_df, _, _, bg_disk, _ = _seeded_run("always", tmp_path)
     pd.testing.assert_frame_equal(_frame(bg_disk), _frame(sync_disk))
     pd.testing.assert_frame_equal(_frame(bg_df), _frame(sync_df))
     assert len(bg_disk) == len(bg_df) > 0
@@ -144,9 +146,10 @@ def test_background_never_changes_the_training():
         return [p.detach().clone() for p in model.parameters()], torch.get_rng_state()
 
     plain_params, plain_rng = final(None)
-    bg_params, bg_rng = final(True)
-    assert all(torch.equal(a, b) for a, b in zip(plain_params, bg_params))
-    assert torch.equal(plain_rng, bg_rng)
+    for background in ("always", True):  # in the worker; where no core is free, in the training thread
+        bg_params, bg_rng = final(background)
+        assert all(torch.equal(a, b) for a, b in zip(plain_params, bg_params))
+        assert torch.equal(plain_rng, bg_rng)
 
 
 # ---------------------------------------------------------------------------------------------- frozen snapshots
@@ -173,7 +176,7 @@ def test_a_queued_snapshot_is_never_changed_by_later_training():
     x, y = _data()
     release = threading.Event()
     gated = Gated(hold_step=3, release=release)
-    mon = SpectraMonitor(model, opt, schedule=[3, 6], analyzers=[gated], background=True, background_queue=2,
+    mon = SpectraMonitor(model, opt, schedule=[3, 6], analyzers=[gated], background="always", background_queue=2,
                          warn_overhead=None)
     truth = {}
     for step in range(1, 9):
@@ -222,7 +225,7 @@ def test_a_full_queue_blocks_training_and_drops_nothing():
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = _data()
     holding = Holding()
-    mon = SpectraMonitor(model, opt, every=2, analyzers=[holding], background=True, background_queue=1,
+    mon = SpectraMonitor(model, opt, every=2, analyzers=[holding], background="always", background_queue=1,
                          warn_overhead=None)
     holding.monitor = mon
     _train(model, opt, 12, x, y)
@@ -253,7 +256,7 @@ def test_every_flush_point_waits_for_the_queued_steps(flush):
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = _data()
-    mon = SpectraMonitor(model, opt, every=1, analyzers=[Slow()], background=True, background_queue=4,
+    mon = SpectraMonitor(model, opt, every=1, analyzers=[Slow()], background="always", background_queue=4,
                          warn_overhead=None)
     if flush == "context_manager":
         with mon:
@@ -277,12 +280,12 @@ def test_load_state_dict_after_a_background_step_zero(tmp_path):
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = _data()
-    mon = SpectraMonitor(model, opt, every=2, analyzers=[Slow()], background=True, log_dir=tmp_path,
+    mon = SpectraMonitor(model, opt, every=2, analyzers=[Slow()], background="always", log_dir=tmp_path,
                          warn_overhead=None)
     _train(model, opt, 4, x, y)
     state = mon.state_dict()
     mon.detach()
-    resumed = SpectraMonitor(model, opt, every=2, analyzers=[Slow()], background=True, log_dir=tmp_path,
+    resumed = SpectraMonitor(model, opt, every=2, analyzers=[Slow()], background="always", log_dir=tmp_path,
                              warn_overhead=None)
     resumed.load_state_dict(state)  # its own step 0 (queued in the worker) is taken back, not written after
     _train(model, opt, 2, x, y)
@@ -295,7 +298,7 @@ def test_a_forgotten_monitor_is_collected_and_its_worker_stops():
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = _data()
-    mon = SpectraMonitor(model, opt, every=1, analyzers=[Slow()], background=True, warn_overhead=None)
+    mon = SpectraMonitor(model, opt, every=1, analyzers=[Slow()], background="always", warn_overhead=None)
     _train(model, opt, 3, x, y)
     ref = weakref.ref(mon)
     del mon
@@ -322,7 +325,7 @@ def test_interpreter_exit_flushes_the_queue(tmp_path):
         model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         x, y = torch.randn(16, 8), torch.randn(16, 2)
-        mon = SpectraMonitor(model, opt, every=1, analyzers=[Slow()], background=True, background_queue=8,
+        mon = SpectraMonitor(model, opt, every=1, analyzers=[Slow()], background="always", background_queue=8,
                              log_dir={str(tmp_path)!r}, warn_overhead=None)
         for _ in range(8):
             opt.zero_grad(); ((model(x) - y) ** 2).mean().backward(); opt.step()
@@ -361,7 +364,7 @@ def test_raise_mode_reraises_at_the_next_hook_call_chained_to_the_original():
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = _data()
     release = threading.Event()
-    mon = SpectraMonitor(model, opt, every=2, analyzers=[GatedBoom(release)], background=True, on_error="raise",
+    mon = SpectraMonitor(model, opt, every=2, analyzers=[GatedBoom(release)], background="always", on_error="raise",
                          warn_overhead=None)
     _train(model, opt, 3, x, y)  # step 2 waits in the worker: no hook can have seen its failure yet
     release.set()
@@ -386,7 +389,7 @@ def test_raise_mode_reraises_at_a_flush():
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = _data()
-    mon = SpectraMonitor(model, opt, every=2, analyzers=[Boom()], background=True, on_error="raise",
+    mon = SpectraMonitor(model, opt, every=2, analyzers=[Boom()], background="always", on_error="raise",
                          warn_overhead=None)
     _train(model, opt, 2, x, y)
     with pytest.raises(BackgroundError) as info:
@@ -411,7 +414,7 @@ def test_an_exception_leaving_a_with_block_wins_over_a_pending_failure():
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = _data()
     with pytest.raises(KeyError), pytest.warns(RuntimeWarning, match="step 2 failed and was never reported"):
-        with SpectraMonitor(model, opt, every=2, analyzers=[Boom()], background=True, on_error="raise",
+        with SpectraMonitor(model, opt, every=2, analyzers=[Boom()], background="always", on_error="raise",
                             warn_overhead=None):
             _train(model, opt, 2, x, y)
             raise KeyError("the user's own error")
@@ -437,7 +440,7 @@ def test_a_dead_worker_is_reported_and_nothing_is_silently_lost():
     x, y = _data()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mon = SpectraMonitor(model, opt, every=2, analyzers=[Killer()], background=True, warn_overhead=None)
+        mon = SpectraMonitor(model, opt, every=2, analyzers=[Killer()], background="always", warn_overhead=None)
         _train(model, opt, 8, x, y)
         df = mon.to_pandas()
         mon.detach()
@@ -454,7 +457,7 @@ def test_a_dead_worker_raises_under_raise_mode():
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = _data()
-    mon = SpectraMonitor(model, opt, every=2, analyzers=[Killer()], background=True, on_error="raise",
+    mon = SpectraMonitor(model, opt, every=2, analyzers=[Killer()], background="always", on_error="raise",
                          warn_overhead=None)
     with pytest.raises(BackgroundError, match="worker stopped") as info:
         _train(model, opt, 8, x, y)
@@ -492,7 +495,7 @@ def test_worker_thread_settings_leave_the_training_thread_alone(blas_threads):
     x, y = _data()
     probe = Threads()
     torch_before, blas_before = torch.get_num_threads(), blas_now()
-    mon = SpectraMonitor(model, opt, every=1, analyzers=[probe], background=True, blas_threads=blas_threads,
+    mon = SpectraMonitor(model, opt, every=1, analyzers=[probe], background="always", blas_threads=blas_threads,
                          warn_overhead=None)
     _train(model, opt, 3, x, y)
     assert torch.get_num_threads() == torch_before  # while the worker runs
@@ -510,8 +513,8 @@ def test_worker_thread_settings_leave_the_training_thread_alone(blas_threads):
 
 # ---------------------------------------------------------------------------------------------- settings
 @pytest.mark.parametrize("options, kind, fragment", [
-    ({"background": 1}, TypeError, "background must be True or False, got int 1"),
-    ({"background": "yes"}, TypeError, "background must be True or False"),
+    ({"background": 1}, TypeError, "background must be True, False or 'always', got int 1"),
+    ({"background": "yes"}, TypeError, "background must be True, False or 'always', got str 'yes'"),
     ({"background_queue": 0}, ValueError, "background_queue must be a positive integer"),
     ({"background_queue": 2.0}, ValueError, "got 2.0"),
     ({"background_queue": True}, ValueError, "got True"),
@@ -564,7 +567,7 @@ def test_the_worker_yields_the_cpu_to_training_and_training_keeps_its_priority()
     try:
         model = torch.nn.Linear(6, 4)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        with spectra.SpectraMonitor(model, opt, every=1, background=True, warn_overhead=None) as mon:
+        with spectra.SpectraMonitor(model, opt, every=1, background="always", warn_overhead=None) as mon:
             opt.zero_grad()
             model(torch.randn(3, 6)).sum().backward()
             opt.step()

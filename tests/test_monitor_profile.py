@@ -39,8 +39,18 @@ def _step(model, opt, x, y):
 
 
 # ---------------------------------------------------------------------------------------------- profile()
-@pytest.mark.parametrize("background", [False, True])
-def test_profile_has_every_stage_per_analyzer_and_view_with_counts(tmp_path, background):
+def _no_free_core(monkeypatch, cores=2):
+    """The machine as the worker sees it: ``cores`` cores, torch's threads on all of them."""
+    for mod in (background_mod, cost_mod):
+        monkeypatch.setattr(mod, "usable_cores", lambda: cores)
+    monkeypatch.setattr(background_mod, "torch_threads_of_caller", lambda: cores)
+
+
+@pytest.mark.parametrize("background", [False, "always", True])
+def test_profile_has_every_stage_per_analyzer_and_view_with_counts(tmp_path, background, monkeypatch):
+    if background is True:  # no core free for the worker: every step analyzed in the training thread
+        _no_free_core(monkeypatch)
+    in_worker = background == "always"
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = _data()
@@ -52,7 +62,11 @@ def test_profile_has_every_stage_per_analyzer_and_view_with_counts(tmp_path, bac
     assert list(prof.columns) == ["stage", "name", "layer", "view", "thread", "count", "seconds", "mean_seconds",
                                   "share"]
     assert set(prof["stage"]) <= set(STAGES)
-    assert prof.attrs["due_steps"] == 4 and prof.attrs["background"] is background  # steps 0, 3, 6, 9
+    assert prof.attrs["due_steps"] == 4 and prof.attrs["background"] is in_worker  # steps 0, 3, 6, 9
+    if background:
+        assert (prof.attrs["steps_in_worker"], prof.attrs["steps_in_training"]) == ((4, 0) if in_worker else (0, 4))
+    else:
+        assert "steps_in_worker" not in prof.attrs
     an = prof[prof.stage == "analyzer"].set_index(["name", "layer", "view"])["count"].to_dict()
     # esd and tail also run at step 0; alignment needs an update
     assert an == {(a, layer, "W"): (3 if a == "alignment" else 4) for a in ("esd", "tail", "alignment")
@@ -67,9 +81,9 @@ def test_profile_has_every_stage_per_analyzer_and_view_with_counts(tmp_path, bac
     assert (prof["seconds"] >= 0).all() and prof["share"].sum() == pytest.approx(1.0)
     assert list(prof["seconds"]) == sorted(prof["seconds"], reverse=True)
     worker_side = prof[~prof.stage.isin(["capture", "handoff", "queue_wait"])]
-    assert set(worker_side["thread"]) == {"worker" if background else "training"}
+    assert set(worker_side["thread"]) == {"worker" if in_worker else "training"}
     assert set(prof[prof.stage == "capture"]["thread"]) == {"training"}
-    if background:
+    if in_worker:
         assert list(prof[prof.stage == "handoff"]["count"]) == [4]  # W_t copied for steps 0, 3, 6, 9
     else:
         assert "handoff" not in set(prof["stage"])
@@ -202,7 +216,7 @@ def test_warn_overhead_none_never_warns(monkeypatch):
 
 
 def test_background_warns_when_the_worker_cannot_keep_up(monkeypatch):
-    msgs = _watched_run(monkeypatch, cost=2.0, background=True)  # 2 s of analysis per 50 ms of training
+    msgs = _watched_run(monkeypatch, cost=2.0, background="always")  # 2 s of analysis per 50 ms of training
     assert len(msgs) == 1
     assert "the background worker needs" in msgs[0] and "training waits for it" in msgs[0]
     assert "background=True" not in msgs[0].split("To make it cheaper:")[1]
@@ -212,8 +226,23 @@ def test_background_warns_when_the_worker_cannot_keep_up(monkeypatch):
 def test_background_that_keeps_up_does_not_warn(monkeypatch):
     # the worker's 0.02 s (plus the training steps the fake clock counts while it runs) fit in the 0.2 s between
     # due steps: no waiting, while the same schedule would cost 10% synchronously
-    assert _watched_run(monkeypatch, cost=0.02, every=20, steps=60, background=True, warn_overhead=0.05) == []
+    assert _watched_run(monkeypatch, cost=0.02, every=20, steps=60, background="always", warn_overhead=0.05) == []
     assert len(_watched_run(monkeypatch, cost=0.02, every=20, steps=60, warn_overhead=0.05)) == 1
+
+
+@pytest.mark.parametrize("cores, advice", [
+    (4, "leave a core free for the background worker (torch's threads use all 4 cores, so background=True "
+        "analyzes in the training thread; torch.set_num_threads(3) frees one)"),
+    (1, "with one core, background=True analyzes in the training thread: no worker can run beside it"),
+])
+def test_background_without_a_free_core_is_judged_as_synchronous_and_says_what_frees_one(monkeypatch, cores,
+                                                                                          advice):
+    _no_free_core(monkeypatch, cores)
+    msgs = _watched_run(monkeypatch, cost=0.2, background=True)  # as the synchronous run of the first test
+    assert len(msgs) == 1
+    assert "slow training by 400%" in msgs[0] and "a due step adds 0.2 s" in msgs[0]
+    assert "the background worker needs" not in msgs[0]
+    assert advice in msgs[0]
 
 
 def test_every_step_due_is_judged_too(monkeypatch):

@@ -124,7 +124,9 @@ def test_a_synchronous_step_decomposes_on_torchs_threads_and_adds_none(torch_thr
 def test_the_team_is_not_used_where_it_would_be_someone_elses(torch_threads, monkeypatch):
     from spectra.pipeline.decomposers import Decomposers
 
-    assert Decomposers(2, background=True, torch_threads=2).team() is None  # the worker thread's own team
+    # the worker thread's own team would be threads of its own: a pool serves it
+    assert isinstance(Decomposers(2, background=True, torch_threads=2).run(lambda ex: ex, worker=True),
+                      ThreadPoolExecutor)
     assert Decomposers(4, background=False, torch_threads=2).team() is None  # more than torch's threads
     assert Decomposers(1, background=False, torch_threads=2).run(lambda executor: executor) is None
     _no_team(monkeypatch)
@@ -169,11 +171,11 @@ def test_default_is_one_per_core_in_sync_mode_and_the_free_cores_in_background(m
     assert auto_decompose_threads(background=True, torch_threads=7, cores=8) == 1
     assert auto_decompose_threads(background=True, torch_threads=2, cores=2) == 2  # no free core: all, at low priority
     assert auto_decompose_threads(background=True, torch_threads=1, cores=1) == 1
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("spectra.pipeline.worker_threads.usable_cores", lambda: 8)
     _, decomposers = _train()
     assert decomposers.threads == 4
     monkeypatch.setattr("spectra.pipeline.pipeline.torch_threads_of_caller", lambda: 7)
-    _, decomposers = _train(background=True)
+    _, decomposers = _train(background="always")
     assert decomposers.threads == 1  # one free core: the worker alone
 
 

@@ -6,6 +6,15 @@ Both modes run the same code on the same copies in the same order, so the record
 and ``log_dir`` receive) are identical; docs/design.md, "Background analysis and cost awareness", has the
 whole design. In short:
 
+* **Where.** A worker thread only helps when it has a core of its own. With ``background=True``, a step whose
+  tensors are on the CPU while torch's intra-op threads hold every core the process may use is analyzed in
+  the training thread instead, on torch's own team, exactly as in the synchronous mode: a worker would share
+  the cores with training, which costs more (benchmarks/results/monitor.md). Training on an accelerator, or
+  with a core left free, goes to the worker. ``background="always"`` sends every step to the worker. The
+  choice is made per due step (:func:`~spectra.pipeline.worker_threads.worker_has_a_core`); before a step
+  is analyzed in the training thread, the steps still queued for the worker are finished, so the records stay
+  in step order.
+
 * **Copies.** The hooks copy W_{t−1} and G_{t−1} before the step, as always; in the background the post-step
   hook also copies W_t (:func:`~spectra.pipeline.capture.copy_weights`), so the worker never reads a live
   tensor. CUDA copies are taken on the tensors' device; the worker waits on an event recorded after them.
@@ -45,7 +54,8 @@ from ..table.schema import Record
 from ..threads import limit_blas_threads
 from .capture import Copies, copy_weights
 from .cost import CostWatch
-from .worker_threads import WORKER_NAME, pin_torch_threads, ready_events, yield_to_training
+from .worker_threads import (WORKER_NAME, pin_torch_threads, ready_events, torch_threads_of_caller, usable_cores,
+                             worker_has_a_core, yield_to_training)
 
 __all__ = ["StepRunner", "BackgroundError", "pin_torch_threads", "yield_to_training"]
 
@@ -93,7 +103,8 @@ class StepRunner:
         pipeline.blas()  # the one-time import of the due steps' linear algebra: now, not on the first due step
         self.pipeline = pipeline
         self.recorder = recorder
-        self.background = settings.background
+        self.background = bool(settings.background)
+        self.always_worker = settings.background == "always"
         self.queue_size = settings.background_queue
         self.threads = settings.blas_threads
         self.watch: CostWatch | None = None
@@ -111,10 +122,15 @@ class StepRunner:
         self._stop = False
         self._death: tuple[_Job | None, BaseException | None] | None = None
         self._blas_limit: contextlib.ExitStack | None = None  # held from the training thread while a worker runs
+        self.steps_in_worker = 0  # background: due steps the worker analyzed, and those the training thread did
+        self.steps_in_training = 0
 
     def __repr__(self) -> str:
-        mode = f"background, queue={self.queue_size}, waiting={len(self._jobs)}" if self.background else "sync"
-        return f"StepRunner({mode})"
+        if not self.background:
+            return "StepRunner(sync)"
+        return (f"StepRunner(background{', always' if self.always_worker else ''}, queue={self.queue_size}, "
+                f"waiting={len(self._jobs)}, steps in worker={self.steps_in_worker}, "
+                f"in training thread={self.steps_in_training})")
 
     # ------------------------------------------------------------------------------------------ cost awareness
     def tick(self, step: int) -> None:
@@ -177,6 +193,18 @@ class StepRunner:
             self._execute(job)
             return
         self.check_worker()
+        if not self.always_worker and not self._worker_has_a_core(copies, include):
+            self.flush(raise_errors=False)  # the worker's queued steps first; a failure there is raised later
+            if due is not None:
+                self.steps_in_training += 1
+            if self.watch is not None:
+                self.watch.in_training_thread()
+            self._execute(job)
+            return
+        if due is not None:
+            self.steps_in_worker += 1
+        if self.watch is not None:
+            self.watch.in_worker()
         prof = self.pipeline.profile
         t0 = perf_counter()
         if due is not None:
@@ -200,6 +228,13 @@ class StepRunner:
         if self._death is not None:  # died while we waited: report it now, a new worker takes the queue
             self.check_worker()
 
+    def _worker_has_a_core(self, copies: Copies, include: set[int] | None) -> bool:
+        """Whether a worker thread has a core beside training for this step (see the module docstring)."""
+        devices = {t.device.type for item in copies.values() for t in item.values()}
+        devices.update(e.param.device.type for e in self.pipeline.local_entries()
+                       if include is None or id(e.param) in include)
+        return worker_has_a_core(torch_threads=torch_threads_of_caller(), cores=usable_cores(), devices=devices)
+
     def _start_worker(self) -> None:  # with self._cond held
         if self._thread is None or (not self._thread.is_alive() and self._death is None):
             self._new_worker()
@@ -214,8 +249,13 @@ class StepRunner:
         self._thread.start()
 
     # ------------------------------------------------------------------------------------------ the work
-    def _execute(self, job: _Job) -> None:
-        """What the training thread did after a due step: failed rows of schedules, then the step's analysis."""
+    def _execute(self, job: _Job, *, worker: bool = False) -> None:
+        """What the training thread did after a due step: failed rows of schedules, then the step's analysis.
+
+        Args:
+            job: the step.
+            worker: the caller is the worker thread (its decompositions go to a pool, not torch's team).
+        """
         pipeline, recorder = self.pipeline, self.recorder
         t0 = perf_counter()
         try:
@@ -226,10 +266,11 @@ class StepRunner:
                 recorder.add(job.failures)
             if job.due is not None:
                 if not job.guard:
-                    recorder.add(pipeline.run(job.step, job.due, job.copies, include=job.include))
+                    recorder.add(pipeline.run(job.step, job.due, job.copies, include=job.include, worker=worker))
                 else:
                     try:
-                        recorder.add(pipeline.run(job.step, job.due, job.copies, include=job.include))
+                        recorder.add(pipeline.run(job.step, job.due, job.copies, include=job.include,
+                                                  worker=worker))
                     except Exception as exc:
                         pipeline.policy.handle(exc, key=("step", job.step),
                                                message=f"spectra: analysis of step {job.step} failed: {exc!r}")
@@ -257,7 +298,7 @@ class StepRunner:
                 self._busy = job
                 self._cond.notify_all()
             try:
-                self._execute(job)
+                self._execute(job, worker=True)
             except Exception as exc:  # what the training thread would have raised: raise it there
                 with self._cond:
                     self.errors.append((job.step, exc))

@@ -27,6 +27,8 @@ import warnings
 from time import perf_counter
 from typing import Any
 
+from .worker_threads import usable_cores
+
 __all__ = ["CostWatch", "estimate_overhead"]
 
 MIN_SAMPLES = 3  # plain-step intervals needed before a due step is judged
@@ -90,6 +92,7 @@ class CostWatch:
                  analyzers: tuple[str, ...] = ()) -> None:
         self.threshold = threshold
         self.background = background
+        self.no_free_core = False  # background=True, but the step ran in the training thread (in_training_thread)
         self.profile = profile
         self.analyzers = analyzers
         self.done = False
@@ -138,6 +141,17 @@ class CostWatch:
             self._judged = (step, max(gap, 1), training_s)
             self._verdict()
 
+    def in_training_thread(self) -> None:
+        """``background=True`` is analyzing the coming due step in the training thread (no core is free for the
+        worker): judge it as a synchronous step, and advise freeing a core."""
+        self.background = False
+        self.no_free_core = True
+
+    def in_worker(self) -> None:
+        """``background=True`` hands the coming due step to the worker."""
+        self.background = True
+        self.no_free_core = False
+
     def analysis_done(self, step: int, seconds: float) -> None:
         """From the worker: its seconds for one step (the latest few steps are kept, for the step judged)."""
         if not self.done:
@@ -183,7 +197,15 @@ class CostWatch:
                 f"{'step' if gap == 1 else f'{gap} steps'}, a plain step takes {plain:.3g} s, ")
         if worker_s is None:
             body = f"a due step adds {training_s:.3g} s of analysis in the training loop"
-            advice = f"{less_often}, {fewer}, or analyze in a worker thread (background=True)"
+            if self.no_free_core:
+                cores = usable_cores()
+                free = (f"or leave a core free for the background worker (torch's threads use all {cores} "
+                        f"cores, so background=True analyzes in the training thread; torch.set_num_threads("
+                        f"{cores - 1}) frees one)") if cores > 1 else \
+                    "(with one core, background=True analyzes in the training thread: no worker can run beside it)"
+                advice = f"{less_often}, {fewer}, {free}"
+            else:
+                advice = f"{less_often}, {fewer}, or analyze in a worker thread (background=True)"
         else:
             window = gap * plain
             waits = (f"more than the {window:.3g} s of training between due steps, so training waits for it"

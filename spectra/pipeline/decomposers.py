@@ -16,7 +16,7 @@ T = TypeVar("T")
 class Decomposers:
     """The decomposition threads of one pipeline (``Settings.decompose_threads``), made on first use.
 
-    Synchronously, when torch's intra-op threads are libgomp's and there are at least as many as the
+    In the training thread, when torch's intra-op threads are libgomp's and there are at least as many as the
     decomposition threads wanted, the step runs on torch's own team (:mod:`spectra.pipeline.torch_team`):
     training waits anyway, and its workers would otherwise spin beside the decompositions. Otherwise (in the
     background worker, whose team would be threads of its own; with fewer torch threads; on other platforms)
@@ -24,7 +24,8 @@ class Decomposers:
 
     Args:
         wanted: ``Settings.decompose_threads`` (``None``: :func:`auto_decompose_threads`).
-        background: whether the caller is the background worker.
+        background: whether the pipeline's due steps may go to the background worker (``Settings.background``;
+            it sets the default thread count).
         torch_threads: the training thread's torch intra-op threads when the pipeline was made.
     """
 
@@ -35,18 +36,23 @@ class Decomposers:
         self.pool: ThreadPoolExecutor | None = None
         self._team: TorchTeam | None = None
 
-    def run(self, body: Callable[[Executor | TorchTeam | None], T]) -> T:
-        """``body(executor)``: with the team (inside its parallel region), the pool, or ``None`` (one thread)."""
+    def run(self, body: Callable[[Executor | TorchTeam | None], T], *, worker: bool = False) -> T:
+        """``body(executor)``: with the team (inside its parallel region), the pool, or ``None`` (one thread).
+
+        Args:
+            body: what to run; it submits the decompositions to its argument.
+            worker: the caller is the background worker thread (never on torch's team).
+        """
         if self.threads < 2:
             return body(None)
-        team = self.team()
+        team = None if worker else self.team()
         if team is not None:
             return team.run(body)
         return body(self.executor())
 
     def team(self) -> TorchTeam | None:
-        """Torch's OpenMP team when it serves (see the class docstring), else ``None``."""
-        if self.background or torch_threads_of_caller() < self.threads:
+        """Torch's OpenMP team when it serves the calling (training) thread, else ``None``."""
+        if torch_threads_of_caller() < self.threads:
             return None
         if self._team is None:
             lib = torch_openmp()

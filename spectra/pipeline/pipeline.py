@@ -185,7 +185,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------ the step
     def run(self, step: int, due: Sequence[Any], copies: Copies | None = None, *,
-            include: set[int] | None = None) -> list[Record]:
+            include: set[int] | None = None, worker: bool = False) -> list[Record]:
         """Analyze one step: this process's share → snapshots → ``due`` analyzers → records → sinks → gather.
 
         Args:
@@ -193,6 +193,7 @@ class Pipeline:
             due: the analyzers to run.
             copies: what was copied before the step (see :func:`~spectra.pipeline.capture.take_copies`).
             include: ids of the parameters to analyze (e.g. those in the optimizer); ``None`` takes all.
+            worker: the caller is the background worker thread (it decomposes on a pool, not torch's team).
 
         Returns:
             The step's records: this process's, or every rank's in single-process order under ``"shard"``.
@@ -209,7 +210,7 @@ class Pipeline:
         try:
             with limit_blas_threads(self.settings.blas_threads, controller=self.blas()):
                 if self.deltas is None:  # one run over every layer's snapshots: the pool never waits for a layer
-                    self._analyze_entries(local, step, due, copies, include, records, bar)
+                    self._analyze_entries(local, step, due, copies, include, records, bar, worker=worker)
                 else:
                     for entry in local:
                         if include is None or id(entry.param) in include:
@@ -242,7 +243,7 @@ class Pipeline:
                             device=self.settings.device)
 
     def _analyze_entries(self, local: Sequence[Any], step: int, due: Sequence[Any], copies: Any,
-                         include: Any, records: list[Record], bar: Any) -> None:
+                         include: Any, records: list[Record], bar: Any, *, worker: bool = False) -> None:
         """Every included entry's snapshots through one :func:`~spectra.pipeline.engine.run_states` call.
 
         The decompositions of the next snapshot start while this one's analyzers run, across layers too (one
@@ -272,7 +273,7 @@ class Pipeline:
 
         self.decomposers.run(lambda executor: run_states(
             flat, due, run=self.settings.run, policy=self.policy, hook=self.pm.hook, tags=self.settings.tags,
-            profile=self.profile, executor=executor, release=True, done=done))
+            profile=self.profile, executor=executor, release=True, done=done), worker=worker)
         emit_upto(len(local))
 
     def _snapshots(self, entry: Any, step: int, item: Any) -> tuple[list[LayerState], list[Record]]:

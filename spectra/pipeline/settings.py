@@ -109,7 +109,9 @@ class Settings:
             ``workers=1``, row for row (:mod:`spectra.pipeline.pool`).
         background: training drivers: analyze due steps in one worker thread while training goes on (the hooks
             only copy what is needed); results are identical to the synchronous mode's
-            (:mod:`spectra.pipeline.background`).
+            (:mod:`spectra.pipeline.background`). With ``True``, a step trained on the CPU while torch's
+            threads hold every core is analyzed in the training thread instead, as synchronously (a worker
+            sharing the cores with training costs more); ``"always"`` sends every step to the worker.
         background_queue: with ``background=True``, how many copied steps may wait for the worker; a full queue
             blocks the training step (back-pressure), it never drops a step.
         warn_overhead: training drivers: warn once when the schedule is estimated to slow training by more than
@@ -140,7 +142,7 @@ class Settings:
     device: Any = None
     base: Any = None
     workers: int = 1
-    background: bool = False
+    background: bool | str = False
     background_queue: int = 2
     warn_overhead: float | None = None
 
@@ -307,8 +309,8 @@ class Settings:
         if self.base is not None:
             check_base(self.base)  # raises TypeError naming the value and the allowed kinds
         check_workers(self.workers)  # raises ValueError naming the value (bools refused)
-        if not isinstance(self.background, bool):
-            raise TypeError(f"background must be True or False, got {type(self.background).__name__} "
+        if not isinstance(self.background, bool) and self.background != "always":
+            raise TypeError(f"background must be True, False or 'always', got {type(self.background).__name__} "
                             f"{self.background!r}")
         if not is_int(self.background_queue) or self.background_queue < 1:
             raise ValueError(f"background_queue must be a positive integer (steps waiting for the worker), got "

@@ -3,7 +3,8 @@
 * :func:`pin_torch_threads`: the worker's own torch intra-op threads (the training thread's are left alone);
 * :func:`yield_to_training`: the worker's CPU priority, lowest where the OS has per-thread priorities;
 * :func:`ready_events`: CUDA events the worker waits on before it reads copies made on the training stream;
-* :func:`auto_decompose_threads`: how many threads decompose a due step's matrices (either mode).
+* :func:`auto_decompose_threads`: how many threads decompose a due step's matrices (either mode);
+* :func:`worker_has_a_core`: whether ``background=True`` has a core to analyze on beside training.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 __all__ = ["pin_torch_threads", "yield_to_training", "ready_events", "auto_decompose_threads",
-           "torch_threads_of_caller", "WORKER_NAME"]
+           "torch_threads_of_caller", "usable_cores", "worker_has_a_core", "WORKER_NAME"]
 
 WORKER_NAME = "spectra-analysis"
 
@@ -82,16 +83,46 @@ def torch_threads_of_caller() -> int:
     return int(torch.get_num_threads()) if torch is not None else 1
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one, else ``os.cpu_count()``)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        try:
+            return max(1, len(affinity(0)))
+        except OSError:
+            pass
+    return max(1, os.cpu_count() or 1)
+
+
+def worker_has_a_core(*, torch_threads: int, cores: int, devices: Iterable[str] = ()) -> bool:
+    """``background=True``: does a due step's analysis have a core of its own beside training?
+
+    Training on an accelerator (any copy on a device that is not ``"cpu"``) leaves the host's cores to the
+    worker, whatever torch's thread count. On the CPU, torch's intra-op threads take ``torch_threads`` of the
+    ``cores``; when they take them all, a worker thread could only share cores with training, which costs more
+    than analyzing in the training thread on torch's own team (docs/design.md, "Background analysis and cost
+    awareness"), so the step is analyzed there.
+
+    Args:
+        torch_threads: the training thread's torch intra-op threads.
+        cores: the cores the process may use (:func:`usable_cores`).
+        devices: the device types of the step's copies (``"cpu"``, ``"cuda"``, ...).
+    """
+    if any(d != "cpu" for d in devices):
+        return True
+    return cores > max(1, torch_threads)
+
+
 def auto_decompose_threads(*, background: bool, torch_threads: int, cores: int | None = None) -> int:
     """``decompose_threads=None``: how many threads decompose a due step's matrices.
 
     Synchronously training waits, so every core (up to 4) decomposes. In the background the worker takes the
-    cores training leaves free (torch's intra-op threads use the others), at least one; when training already
-    uses every core, the worker (which runs at the lowest priority) takes them all too: it then runs when
-    training leaves a core idle, or while training waits for the queue, and one thread would make the
-    background slower than the synchronous mode.
+    cores training leaves free (torch's intra-op threads use the others), at least one. When training already
+    uses every core, ``background=True`` analyzes in the training thread (:func:`worker_has_a_core`), which
+    then uses them all, as the synchronous mode does; so does the worker of ``background="always"`` (at the
+    lowest priority it runs when training leaves a core idle, or while training waits for the queue).
     """
-    cores = max(1, cores if cores is not None else (os.cpu_count() or 1))
+    cores = max(1, cores if cores is not None else usable_cores())
     if not background:
         return min(4, cores)
     free = cores - max(1, torch_threads)
