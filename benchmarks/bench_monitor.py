@@ -219,7 +219,8 @@ def memory_worker(mode: str, steps: int) -> dict[str, Any]:
     model, opt, step = paper_setup()
     samples: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as log_dir:
-        mon = spectra.SpectraMonitor(model, opt, every=10, log_dir=log_dir, background=mode == "background",
+        background = "always" if mode == "background" else False  # the worker's queue, whatever the cores
+        mon = spectra.SpectraMonitor(model, opt, every=10, log_dir=log_dir, background=background,
                                      warn_overhead=None)
         for i in range(1, steps + 1):
             step()
@@ -239,9 +240,36 @@ def bench_memory(steps: int) -> list[dict[str, Any]]:
         proc = subprocess.run([sys.executable, __file__, "--memory-worker", mode, "--memory-steps", str(steps)],
                               capture_output=True, text=True, check=True)
         got = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append({"model": "paper", "mode": f"memory {got['mode']} every=10 log_dir", "steps": steps,
+        label = "background='always' (the worker)" if got["mode"] == "background" else "sync"
+        rows.append({"model": "paper", "mode": f"memory {label} every=10 log_dir", "steps": steps,
                      "steady_rss_mb": got["steady_rss_mb"], "growth_mb_200_to_end": got["growth_mb_200_to_end"],
                      "peak_rss_mb": got["peak_rss_mb"], "rows": got["rows"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- one pair of modes
+def bench_pair(model_name: str, a: str, b: str, *, rounds: int, steps: int,
+               torch_threads: int | None) -> list[dict[str, Any]]:
+    """Two modes in ABBA order (A B, then B A, ...), so neither always follows the other; one row per mode and
+    one with the median of the per-round ratios B / A (each round's two runs are neighbours in time)."""
+    before = torch.get_num_threads()
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    try:
+        got: dict[str, list[float]] = {a: [], b: []}
+        for r in range(rounds):
+            for mode in ((a, b) if r % 2 == 0 else (b, a)):
+                got[mode].append(one_run(model_name, mode, steps)["per_step"])
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    ratios = [y / x for x, y in zip(got[a], got[b])]
+    rows = [{"model": model_name, "torch_threads": threads, "mode": mode, "steps": steps, "rounds": rounds,
+             "ms_per_step": round(1e3 * statistics.median(v), 3),
+             "ms_per_step_each_round": " ".join(f"{1e3 * t:.2f}" for t in v)} for mode, v in got.items()]
+    rows.append({"model": model_name, "torch_threads": threads, "mode": f"{b} / {a}", "steps": steps,
+                 "rounds": rounds, "ratio_median": round(statistics.median(ratios), 4),
+                 "ratio_min": round(min(ratios), 4), "ratio_max": round(max(ratios), 4)})
     return rows
 
 
@@ -254,9 +282,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory", action="store_true", help="also the 1,000-step RSS measurement")
     ap.add_argument("--memory-steps", type=int, default=1000)
     ap.add_argument("--memory-worker", choices=("sync", "background"), help=argparse.SUPPRESS)
+    ap.add_argument("--pair", metavar="A,B", help="only two modes of the first model, ABBA-ordered (e.g. "
+                    "sync10,background10), into results/monitor_pair_<model>_<A>_<B>.md")
+    ap.add_argument("--torch-threads", type=int, default=None, help="with --pair: torch's threads (default: "
+                    "torch's own)")
     args = ap.parse_args(argv)
     if args.memory_worker:
         print(json.dumps(memory_worker(args.memory_worker, args.memory_steps)))
+        return
+    if args.pair:
+        pair_main(args)
         return
 
     env = environment()
@@ -319,7 +354,30 @@ def main(argv: list[str] | None = None) -> None:
         "memory flat over 1,000 steps with log_dir",
         "the machine is a shared 2-core CPU (other jobs ran: see the load averages); compare rows of one run only",
     ]
-    write_table("monitor", rows, title=__doc__.splitlines()[0], notes=notes, env=env)
+    name = "monitor" if models else "monitor_memory"  # --models "" --memory: the memory rows alone
+    write_table(name, rows, title=__doc__.splitlines()[0], notes=notes, env=env)
+
+
+def pair_main(args: argparse.Namespace) -> None:
+    """``--pair A,B``: the two modes' table."""
+    a, b = (m.strip() for m in args.pair.split(","))
+    for mode in (a, b):
+        if mode not in ("none", "nothing_due") and not re.fullmatch(r"(sync|background|always)\d+", mode):
+            raise SystemExit(f"--pair: unknown mode {mode!r} (none, nothing_due, syncN, backgroundN, alwaysN)")
+    model = args.models.split(",")[0].strip()
+    rounds = args.rounds or 8
+    steps = 200 if model == "paper" else 100
+    env = environment()
+    load_start = env.get("loadavg_1_5_15")
+    rows = bench_pair(model, a, b, rounds=rounds, steps=steps, torch_threads=args.torch_threads)
+    env["loadavg_1_5_15"] = f"{load_start} at start, {tuple(round(v, 2) for v in os.getloadavg())} at end"
+    notes = [f"command: python benchmarks/bench_monitor.py --pair {a},{b} --models {model} --rounds {rounds}"
+             + (f" --torch-threads {args.torch_threads}" if args.torch_threads else ""),
+             "ABBA order: round r runs A then B when r is even, B then A when odd; a run is the timed loop of the "
+             "main table (training steps + detach()); ratio: B's per-step time / A's in the same round",
+             "modes: see monitor.md (syncN, backgroundN = background=True, alwaysN = background='always')"]
+    write_table(f"monitor_pair_{model}_{a}_{b}", rows, title=f"Two monitor modes, ABBA-ordered: {a} vs {b} "
+                f"({model})", notes=notes, env=env)
 
 
 if __name__ == "__main__":
